@@ -1,0 +1,52 @@
+"""The ``pliny`` command.
+
+Start-up must stay fast: this package imports only typer and rich at module
+level; each command imports the engine, langgraph or openai inside its body.
+Sub-command groups live one per module and are registered here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pliny import __version__
+from pliny.cli import audit, checkpoint, config_cmd, frameworks, session
+from pliny.cli.common import run_guarded
+from pliny.cli.run import register as register_run
+
+app = typer.Typer(
+    name="pliny",
+    help="Multi-agent LLM orchestration: phase graphs, git checkpoints, audit, resume.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pliny {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    """Multi-agent LLM orchestration: phase graphs, git checkpoints, audit, resume."""
+
+
+register_run(app)
+app.add_typer(session.app, name="session")
+app.add_typer(checkpoint.app, name="checkpoint")
+app.add_typer(audit.app, name="audit")
+app.add_typer(frameworks.app, name="frameworks")
+app.add_typer(config_cmd.app, name="config")
+
+
+def main() -> None:
+    sys.exit(run_guarded(app))

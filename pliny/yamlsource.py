@@ -1,0 +1,163 @@
+"""YAML loading that remembers where every value came from.
+
+pydantic reports errors as a path of keys (``phases.0.agents.1.nmae``); users
+need ``file:line:column``. We compose the YAML node tree ourselves so each
+path maps back to a source mark, and layered configs keep the mark of the
+layer that set a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pliny.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Mark:
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass
+class Sourced:
+    """Plain Python data plus a map from value path to source mark."""
+
+    data: Any
+    marks: dict[Loc, Mark]
+
+    def mark_for(self, loc: Loc) -> Mark | None:
+        """The mark of the deepest prefix of ``loc`` that exists."""
+        for end in range(len(loc), -1, -1):
+            mark = self.marks.get(tuple(loc[:end]))
+            if mark is not None:
+                return mark
+        return None
+
+
+def _mark(node: yaml.Node, file: str) -> Mark:
+    return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _convert(node: yaml.Node, file: str, loc: Loc, marks: dict[Loc, Mark]) -> Any:
+    marks[loc] = _mark(node, file)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.SafeLoader.construct_object(_KEY_LOADER, key_node, deep=True)
+            if key in out:
+                raise ConfigError(f"{_mark(key_node, file)}: duplicate key {key!r}")
+            out[key] = _convert(value_node, file, (*loc, key), marks)
+            # A key's own position is more useful than its value's for
+            # "unknown key" errors; values keep theirs via the child path.
+            marks.setdefault((*loc, key, "__key__"), _mark(key_node, file))
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, file, (*loc, i), marks) for i, item in enumerate(node.value)]
+    return yaml.SafeLoader.construct_object(_KEY_LOADER, node, deep=True)
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_KEY_LOADER = _Loader("")
+
+
+def load_text(text: str, file: str) -> Sourced:
+    """Parse one YAML document; syntax errors become one ConfigError line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from None
+    marks: dict[Loc, Mark] = {}
+    if node is None:
+        return Sourced({}, {(): Mark(file, 1, 1)})
+    return Sourced(_convert(node, file, (), marks), marks)
+
+
+def load_file(path: Path) -> Sourced:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return load_text(text, str(path))
+
+
+def merge(base: Sourced, over: Sourced) -> Sourced:
+    """Deep-merge ``over`` onto ``base``: mappings merge, anything else replaces."""
+    marks = dict(base.marks)
+
+    def walk(a: Any, b: Any, loc: Loc) -> Any:
+        if isinstance(a, dict) and isinstance(b, dict):
+            out = dict(a)
+            for key, value in b.items():
+                out[key] = walk(a.get(key), value, (*loc, key)) if key in a else value
+                if key not in a:
+                    _copy_marks(over.marks, marks, (*loc, key))
+            return out
+        _drop_marks(marks, loc)
+        _copy_marks(over.marks, marks, loc)
+        return b
+
+    if not isinstance(over.data, dict):
+        return over
+    data = walk(base.data if isinstance(base.data, dict) else {}, over.data, ())
+    return Sourced(data, marks)
+
+
+def _copy_marks(src: dict[Loc, Mark], dst: dict[Loc, Mark], prefix: Loc) -> None:
+    n = len(prefix)
+    for loc, mark in src.items():
+        if loc[:n] == prefix:
+            dst[loc] = mark
+
+
+def _drop_marks(marks: dict[Loc, Mark], prefix: Loc) -> None:
+    n = len(prefix)
+    for loc in [loc for loc in marks if loc[:n] == prefix and len(loc) > n]:
+        del marks[loc]
+
+
+def format_validation_error(exc: Any, source: Sourced, model_name: str = "") -> str:
+    """One line per problem: ``file:line:col: field.path: what was expected``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+        where = source.marks.get((*loc, "__key__")) if err["type"] == "extra_forbidden" else None
+        where = where or source.mark_for(loc)
+        path = ".".join(str(p) for p in loc) or model_name or "(document)"
+        lines.append(f"{where}: {path}: {_describe(err)}")
+    return "\n".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic inserts the union member's name (e.g. "function-after[...]")
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (typo?)"
+    if kind == "missing":
+        return "required field is missing"
+    msg = err["msg"]
+    value = err.get("input")
+    if kind not in {"value_error", "assertion_error"} and not isinstance(value, dict | list):
+        msg = f"{msg} (got {value!r})"
+    return msg.removeprefix("Value error, ")
