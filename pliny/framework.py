@@ -61,6 +61,12 @@ class Condition(Strict):
     equals: Any = None
     in_: list[Any] | None = Field(None, alias="in")
 
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        if ("equals" in self.model_fields_set) == ("in_" in self.model_fields_set):
+            raise ValueError("a route condition needs exactly one of `equals` or `in`")
+        return self
+
     def matches(self, value: Any) -> bool:
         if self.in_ is not None:
             return value in self.in_
@@ -179,15 +185,34 @@ def check(fw: Framework, source: Sourced) -> None:
             loc = ("phases", i, "routes", k)
             if route.goto not in (*phase_names, END):
                 _fail(source, (*loc, "goto"), f"unknown phase {route.goto!r}")
-            if route.when.agent not in agents:
-                _fail(source, (*loc, "when", "agent"), f"unknown agent {route.when.agent!r}")
+            _check_field(agents, route.when.agent, route.when.field, source, (*loc, "when"))
         for j, agent in enumerate(phase.agents):
+            loc = ("phases", i, "agents", j, "prompt")
+            leftover = PLACEHOLDER.sub("", agent.prompt)
+            if "{{" in leftover:
+                bad = leftover[leftover.index("{{") :].split("}}")[0][:40]
+                _fail(source, loc, f"malformed placeholder {bad}}}}} (use {{{{name}}}})")
             for ref in agent.references():
-                base = ref.split(".", 1)[0]
+                base, _, field = ref.partition(".")
                 if base not in (*RESERVED, *agents, *phase_names):
-                    loc = ("phases", i, "agents", j, "prompt")
                     _fail(source, loc, f"unknown placeholder {{{{{ref}}}}}")
+                if field and base in agents:
+                    _check_field(agents, base, field, source, loc)
     _check_bounded(fw, source)
+
+
+def _check_field(
+    agents: dict[str, Agent], name: str, field: str, source: Sourced, loc: tuple[Any, ...]
+) -> None:
+    """``agent.field`` must name a property of that agent's output_schema."""
+    if name not in agents:
+        _fail(source, (*loc, "agent"), f"unknown agent {name!r}")
+    schema = agents[name].output_schema
+    if schema is None:
+        _fail(source, loc, f"agent {name!r} has no output_schema, so it has no field {field!r}")
+    elif field not in schema.get("properties", {}):
+        known = ", ".join(schema.get("properties", {})) or "none"
+        _fail(source, loc, f"agent {name!r} has no field {field!r} (fields: {known})")
 
 
 def _unique(name: str, loc: tuple[Any, ...], seen: dict[str, tuple[Any, ...]], src: Sourced) -> None:

@@ -49,29 +49,35 @@ def _mark(node: yaml.Node, file: str) -> Mark:
     return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _convert(node: yaml.Node, file: str, loc: Loc, marks: dict[Loc, Mark]) -> Any:
+def _convert(
+    node: yaml.Node, file: str, loc: Loc, marks: dict[Loc, Mark], loader: yaml.SafeLoader
+) -> Any:
     marks[loc] = _mark(node, file)
     if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # `<<: *defaults` merge keys; explicit keys win
         out: dict[Any, Any] = {}
+        merged: set[Any] = set()
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader.construct_object(_KEY_LOADER, key_node, deep=True)
-            if key in out:
+            key = loader.construct_object(key_node, deep=True)
+            if key in out and key in merged:
+                merged.discard(key)
+            elif key in out:
                 raise ConfigError(f"{_mark(key_node, file)}: duplicate key {key!r}")
-            out[key] = _convert(value_node, file, (*loc, key), marks)
+            if _is_merged(key_node, node):
+                merged.add(key)
+            out[key] = _convert(value_node, file, (*loc, key), marks, loader)
             # A key's own position is more useful than its value's for
             # "unknown key" errors; values keep theirs via the child path.
             marks.setdefault((*loc, key, "__key__"), _mark(key_node, file))
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, file, (*loc, i), marks) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader.construct_object(_KEY_LOADER, node, deep=True)
+        return [_convert(item, file, (*loc, i), marks, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
 
 
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_KEY_LOADER = _Loader("")
+def _is_merged(key_node: yaml.Node, mapping: yaml.Node) -> bool:
+    """A key that came from a ``<<`` merge sits before the mapping's own start."""
+    return key_node.start_mark.index < mapping.start_mark.index
 
 
 def load_text(text: str, file: str) -> Sourced:
@@ -85,7 +91,12 @@ def load_text(text: str, file: str) -> Sourced:
     marks: dict[Loc, Mark] = {}
     if node is None:
         return Sourced({}, {(): Mark(file, 1, 1)})
-    return Sourced(_convert(node, file, (), marks), marks)
+    try:
+        return Sourced(_convert(node, file, (), marks, yaml.SafeLoader("")), marks)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
 
 
 def load_file(path: Path) -> Sourced:

@@ -1,7 +1,82 @@
-"""`pliny checkpoint` commands."""
+"""`pliny checkpoint create | list` and `pliny rollback`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="placeholder")
+from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+
+app = typer.Typer(no_args_is_help=True, help="Named git checkpoints of a session's work.")
+
+
+def _store(workspace: Path, session_id: str | None):  # noqa: ANN202
+    from pliny.checkpoints import CheckpointStore
+    from pliny.session import SessionStore
+
+    sessions = SessionStore(workspace)
+    state = sessions.resolve(session_id)
+    return state, CheckpointStore(workspace, state.id, sessions.dir(state.id))
+
+
+@app.command("create")
+def create(
+    name: str = typer.Argument(..., help="Checkpoint name (a valid git ref component)."),
+    session: str = typer.Option(None, "--session", "-s", help="Session id (default: current)."),
+    workspace: Path = WorkspaceOpt,
+) -> None:
+    """Commit what the session's agents wrote so far under NAME."""
+    from pliny.checkpoint_listener import CheckpointListener
+    from pliny.config import load_settings
+    from pliny.events import EventBus
+
+    ws = workspace_path(workspace)
+    state, store = _store(ws, session)
+    settings = load_settings(ws)
+    bus = EventBus(session=state.id)
+    from pliny.audit import open_log
+
+    log = open_log(ws, settings.audit, state.id)
+    bus.subscribe(log)
+    try:
+        info = CheckpointListener(store, state, "phase", bus).commit(name, None, None)
+    finally:
+        log.close()
+    typer.echo(f"{info.name} {info.commit[:12]} ({info.ref})")
+
+
+@app.command("list")
+def list_(
+    session: str = typer.Option(None, "--session", "-s", help="Session id (default: current)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    workspace: Path = WorkspaceOpt,
+) -> None:
+    """The session's checkpoints, oldest first."""
+    _, store = _store(workspace_path(workspace), session)
+    items = store.list()
+    if json_out:
+        print_json([i.to_dict() for i in items])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "commit", "created", "tokens", "cost $")
+    for i in items:
+        table.add_row(i.name, i.commit[:12], str(i.created), i.trailers.get("Pliny-Tokens", ""),
+                      i.trailers.get("Pliny-Cost-USD", ""))  # fmt: skip
+    Console().print(table if items else "no checkpoints yet")
+
+
+def rollback(
+    name: str = typer.Argument(..., help="Checkpoint name, e.g. after-research."),
+    session: str = typer.Option(None, "--session", "-s", help="Session id (default: current)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite files you edited since Pliny wrote them."),
+    workspace: Path = WorkspaceOpt,
+) -> None:
+    """Restore the workspace files and the session state to a checkpoint."""
+    import asyncio
+
+    from pliny.rollback import rollback_session
+
+    typer.echo(asyncio.run(rollback_session(workspace_path(workspace), session, name, force)))

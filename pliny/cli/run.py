@@ -1,9 +1,163 @@
-"""`pliny execute`."""
+"""`pliny execute` (and the run loop `pliny session resume` shares)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("execute")(execute)
+
+
+def execute(
+    framework: str = typer.Option(None, "--framework", "-f", help="rise, care, or a .yaml path."),
+    task: str = typer.Option(None, "--task", "-t", help="The task (creates a session if none given)."),
+    session: str = typer.Option(None, "--session", "-s", help="Session id (default: current)."),
+    name: str = typer.Option(None, "--name", help="Name of a new session."),
+    checkpoint: str = typer.Option(None, "--checkpoint", help="phase | agent | step | none"),
+    parallel: bool = typer.Option(None, "--parallel/--no-parallel", help="Run a phase's agents at once."),
+    model: str = typer.Option(None, "--model", "-m", help="Model name, or `local` for the embedded one."),
+    config: Path = typer.Option(None, "--config", "-c", help="Config YAML (default: ./pliny.yaml)."),
+    rerun: list[str] = typer.Option(None, "--rerun", help="Re-run this agent and what depends on it."),
+    timeout: str = typer.Option(None, "--timeout", help="Stop the whole run after this long (e.g. 10m)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+    workspace: Path = WorkspaceOpt,
+) -> None:
+    """Run a framework on a task (or continue the current session)."""
+    overrides: dict[str, Any] = {}
+    if checkpoint:
+        overrides.setdefault("execution", {})["checkpoint"] = checkpoint
+    if timeout:
+        overrides.setdefault("execution", {}).setdefault("timeouts", {})["session"] = timeout
+    if model and model != "local":
+        overrides.setdefault("llm", {})["model"] = model
+    code = run_session(
+        workspace_path(workspace),
+        json_out,
+        framework=framework, task=task, session_id=session, name=name, config_path=config,
+        overrides=overrides, model=model, parallel=parallel, rerun=list(rerun or []),
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
+def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
+    """Prepare, run with the live view, print the summary; returns the exit code."""
+    import asyncio
+
+    from pliny import runner
+    from pliny.framework import load
+    from pliny.live import Progress
+
+    opts = runner.RunOptions(workspace=workspace, **options)
+    settings, store, state, framework = runner.prepare(opts)  # bad input fails here, untouched
+    opts.session_id = state.id
+    progress = Progress.for_framework(load(state.framework or "rise"))
+    opts.listeners.append(progress)
+    view = _LiveView(progress, f"{framework.title or framework.name} · {state.id}", json_out)
+    opts.listeners.append(view)
+    with view:
+        outcome = asyncio.run(_main(opts))
+    _report(outcome, progress, json_out)
+    return outcome.exit_code
+
+
+async def _main(opts: Any) -> Any:
+    """Run with SIGTERM mapped to cancellation, like Ctrl-C."""
+    import asyncio
+    import signal
+
+    from pliny import runner
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await runner.execute(opts)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+class _LiveView:
+    """Rich live table on a terminal; one line per milestone otherwise."""
+
+    def __init__(self, progress: Any, title: str, quiet: bool) -> None:
+        from rich.console import Console
+
+        self.progress = progress
+        self.title = title
+        self.console = Console(stderr=True)
+        self.live: Any = None
+        self.quiet = quiet
+
+    def __enter__(self) -> _LiveView:
+        if self.console.is_terminal and not self.quiet:
+            from rich.live import Live
+
+            from pliny.live import render
+
+            self.live = Live(get_renderable=lambda: render(self.progress, self.title),
+                             console=self.console, refresh_per_second=4, transient=False)  # fmt: skip
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def __call__(self, event: Any) -> None:
+        if self.live is not None or self.quiet:
+            return
+        line = _milestone(event)
+        if line:
+            self.console.print(line, highlight=False)
+
+
+def _milestone(event: Any) -> str | None:
+    where = f"{event.phase}/{event.agent}" if event.agent else (event.phase or "")
+    return {
+        "phase_started": f"▶ {event.phase} (cycle {getattr(event, 'cycle', 1)})",
+        "agent_completed": f"  ✔ {where}",
+        "agent_failed": f"  ✖ {where}: {getattr(event, 'message', '')}",
+        "llm_queued": f"  ⧗ {where} waiting for the local model",
+        "retry": f"  ↻ {where} retry {getattr(event, 'attempt', '')} "
+                 f"({getattr(event, 'category', '')}): {getattr(event, 'message', '')[:120]}",
+        "checkpoint_created": f"  ⎇ checkpoint {getattr(event, 'name', '')}",
+        "circuit_opened": f"  ⚠ circuit open for {getattr(event, 'endpoint', '')}",
+    }.get(event.type)
+
+
+def _report(outcome: Any, progress: Any, json_out: bool) -> None:
+    summary = progress.summary()
+    summary["status"] = outcome.status
+    summary["exit_code"] = outcome.exit_code
+    if outcome.error is not None:
+        summary["error"] = {"category": str(outcome.error.category), "code": outcome.error.code,
+                            "message": str(outcome.error)}  # fmt: skip
+    if json_out:
+        print_json(summary)
+        return
+    from rich.console import Console
+
+    from pliny.live import render
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.print(render(progress, f"session {outcome.session.id}"))
+    t = summary["totals"]
+    console.print(f"[bold]{outcome.status}[/] · session {outcome.session.id} · {t['calls']} calls · "
+                  f"{t['tokens']:,} tokens · ${t['cost_usd']:.4f}"
+                  + (f" ({t['unpriced_calls']} unpriced)" if t["unpriced_calls"] else ""))  # fmt: skip
+    if summary["files_written"]:
+        console.print("outputs: " + ", ".join(summary["files_written"]))
+    if outcome.error is not None:
+        console.print(f"[red]error:[/] {outcome.error}", highlight=False)
+        if outcome.error.recoverable:
+            console.print(f"resume with: pliny session resume {outcome.session.id}")
+    sys.stderr.flush()

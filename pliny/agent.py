@@ -1,0 +1,261 @@
+"""Running one agent: prompt in, answer (and files) out.
+
+system role + rendered prompt -> one model turn, or a bounded tool-calling
+loop when the agent has tools and the endpoint supports them. An agent with
+an ``output_schema`` must answer JSON that validates; otherwise it is re-asked
+with the validation errors (the ``validation`` retry strategy bounds it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pliny.errors import ToolError, ValidationFailure
+from pliny.events import EventBus, Retry, ToolCall
+from pliny.framework import PLACEHOLDER, Agent, Framework
+from pliny.llm import CallContext, LLMGateway
+from pliny.tools import Workspace, openai_tools, timed_call
+
+if TYPE_CHECKING:
+    from pliny.config import Settings
+
+MISSING = "(not available yet)"
+
+
+@dataclass
+class AgentRun:
+    """Everything an agent needs from the run around it."""
+
+    framework: Framework
+    settings: Settings
+    gateway: LLMGateway
+    workspace: Workspace
+    bus: EventBus
+    session: str
+    use_tools: bool
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    """Fill ``{{name}}`` and ``{{agent.field}}`` placeholders."""
+
+    def value(match: re.Match[str]) -> str:
+        name, _, field = match.group(1).partition(".")
+        item = context.get(name)
+        if field:
+            item = item.get(field) if isinstance(item, dict) else None
+        if item is None or item == "":
+            return MISSING
+        return item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+
+    return PLACEHOLDER.sub(value, template)
+
+
+def prompt_context(fw: Framework, state: dict[str, Any]) -> dict[str, Any]:
+    """task, each agent's answer (text; structured fields by ``agent.field``), each phase."""
+    results: dict[str, dict[str, Any]] = state.get("results", {})
+    ctx: dict[str, Any] = {"task": state.get("task", ""), "feedback": state.get("feedback", "")}
+    for phase in fw.phases:
+        parts = []
+        for agent in phase.agents:
+            res = results.get(agent.name)
+            if not res:
+                continue
+            if res.get("status") == "done":
+                ctx[agent.name] = res.get("data") or res.get("text", "")
+                parts.append(f"### {agent.name}\n{res.get('text', '')}")
+            elif res.get("status") == "failed" and phase.on_agent_failure == "continue":
+                ctx[agent.name] = f"(agent {agent.name} failed: {res.get('error', {}).get('message')})"
+                parts.append(f"### {agent.name}\n{ctx[agent.name]}")
+        if parts:
+            ctx[phase.name] = "\n\n".join(parts)
+    for name, value in list(ctx.items()):
+        if isinstance(value, dict):  # {{agent}} alone renders the JSON, .field the field
+            ctx[name] = value
+    return ctx
+
+
+def schema_instructions(schema: dict[str, Any]) -> str:
+    return (
+        "\n\nAnswer with a single JSON object and nothing else (no prose, no code fences). "
+        f"It must validate against this JSON Schema:\n{json.dumps(schema)}"
+    )
+
+
+def parse_json_answer(text: str) -> Any:
+    """The JSON object in an answer, tolerating code fences and chatter around it."""
+    cleaned = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
+    try:
+        return json.loads(cleaned)
+    except json.JSONDecodeError:
+        start, end = cleaned.find("{"), cleaned.rfind("}")
+        if start >= 0 and end > start:
+            return json.loads(cleaned[start : end + 1])
+        raise
+
+
+def schema_errors(schema: dict[str, Any], text: str) -> tuple[Any, list[str]]:
+    import jsonschema
+
+    try:
+        data = parse_json_answer(text)
+    except json.JSONDecodeError as exc:
+        return None, [f"the answer is not valid JSON: {exc.msg} at position {exc.pos}"]
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [
+        f"{'/'.join(str(p) for p in err.absolute_path) or '(root)'}: {err.message}"
+        for err in validator.iter_errors(data)
+    ]
+    return data, problems
+
+
+async def run_agent(
+    run: AgentRun, phase_name: str, agent: Agent, state: dict[str, Any], ctx: CallContext
+) -> dict[str, Any]:
+    """Run one agent to its final answer; returns the result stored in graph state."""
+    started = time.perf_counter()
+    system = agent.role + (schema_instructions(agent.output_schema) if agent.output_schema else "")
+    prompt = render(agent.prompt, prompt_context(run.framework, state))
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": prompt},
+    ]
+    written: list[str] = []
+    text = await _converse(run, agent, ctx, messages, written)
+    data = None
+    if agent.output_schema:
+        text, data = await _validated(run, agent, ctx, messages, text)
+    output_path = _save_outputs(run, phase_name, agent, text, data, written, ctx.cycle)
+    return {
+        "status": "done",
+        "text": text,
+        "data": data,
+        "output_path": output_path,
+        "files": written,
+        "cycle": ctx.cycle,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+async def _converse(
+    run: AgentRun, agent: Agent, ctx: CallContext, messages: list[dict[str, Any]], written: list[str]
+) -> str:
+    """The tool loop: model turns until an answer without tool calls, bounded."""
+    tools = openai_tools(agent.tools) if agent.tools and run.use_tools else None
+    tool_failures = 0
+    max_tool_failures = run.settings.error_handling.retry_strategies["tool"].max_retries
+    for _turn in range(run.settings.execution.max_tool_turns):
+        reply = await run.gateway.chat(
+            ctx, messages, model=agent.model, temperature=agent.temperature,
+            max_tokens=agent.max_tokens, tools=tools,
+            json_mode=bool(agent.output_schema) and not tools,
+        )  # fmt: skip
+        if not reply.tool_calls:
+            return reply.content
+        messages.append(_assistant_with_calls(reply.content, reply.tool_calls))
+        for call in reply.tool_calls:
+            ok, content = _run_tool(run, ctx, agent, call, written)
+            tool_failures = 0 if ok else tool_failures + 1
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+        if tool_failures > max_tool_failures:
+            raise ToolError(
+                f"agent {agent.name}: {tool_failures} consecutive tool errors, last: {content}",
+                code="PLINY-TOOL-REPEATED",
+            )
+    # Out of turns: ask for the final answer with tools withdrawn.
+    messages.append({"role": "user", "content": "Stop using tools now and give your final answer."})
+    reply = await run.gateway.chat(ctx, messages, model=agent.model, temperature=agent.temperature,
+                                   max_tokens=agent.max_tokens)  # fmt: skip
+    return reply.content
+
+
+def _assistant_with_calls(content: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": content or None,
+        "tool_calls": [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in calls
+        ],
+    }  # fmt: skip
+
+
+def _run_tool(
+    run: AgentRun, ctx: CallContext, agent: Agent, call: dict[str, Any], written: list[str]
+) -> tuple[bool, str]:
+    try:
+        args = json.loads(call["arguments"] or "{}")
+        if not isinstance(args, dict):
+            raise ValueError("arguments must be a JSON object")
+    except (json.JSONDecodeError, ValueError) as exc:
+        result_ok, content, error, duration, args = False, f"error: bad arguments: {exc}", str(exc), 0.0, {}
+    else:
+        if call["name"] not in agent.tools:
+            result_ok, content, error, duration = False, f"error: tool {call['name']!r} is not available", "not available", 0.0
+        else:
+            result, duration = timed_call(run.workspace, call["name"], args, agent.name)
+            result_ok, content, error = result.ok, result.content, result.error
+            if result.written and result.written not in written:
+                written.append(result.written)
+    shown = {k: (v if not isinstance(v, str) or len(v) <= 200 else v[:200] + "…") for k, v in args.items()}
+    run.bus.emit(ToolCall(phase=ctx.phase, agent=agent.name, tool=call["name"], arguments=shown,
+                          ok=result_ok, error=error, duration_ms=round(duration, 2)))  # fmt: skip
+    return result_ok, content
+
+
+async def _validated(
+    run: AgentRun, agent: Agent, ctx: CallContext, messages: list[dict[str, Any]], text: str
+) -> tuple[str, Any]:
+    """Re-ask with the validation errors until the answer fits the schema."""
+    assert agent.output_schema is not None
+    strategy = run.settings.error_handling.retry_strategies["validation"]
+    for attempt in range(1, strategy.max_retries + 2):
+        data, problems = schema_errors(agent.output_schema, text)
+        if not problems:
+            return text, data
+        if attempt > strategy.max_retries:
+            break
+        run.bus.emit(Retry(phase=ctx.phase, agent=agent.name, category="validation",
+                           code="PLINY-VALIDATION-SCHEMA", attempt=attempt, delay_ms=0,
+                           message="; ".join(problems)[:500]))  # fmt: skip
+        messages.append({"role": "assistant", "content": text})
+        messages.append({"role": "user", "content": "Your answer does not match the required "
+                         "JSON Schema:\n- " + "\n- ".join(problems) +
+                         "\nReply again with only the corrected JSON object."})  # fmt: skip
+        reply = await run.gateway.chat(ctx, messages, model=agent.model, temperature=agent.temperature,
+                                       max_tokens=agent.max_tokens, json_mode=True)  # fmt: skip
+        text = reply.content
+    raise ValidationFailure(
+        f"agent {agent.name}: answer does not match its output_schema after "
+        f"{strategy.max_retries + 1} attempts: {'; '.join(problems)[:300]}",
+        code="PLINY-VALIDATION-SCHEMA",
+    )
+
+
+def _save_outputs(
+    run: AgentRun, phase: str, agent: Agent, text: str, data: Any, written: list[str], cycle: int
+) -> str:
+    """Answer -> ``<output_dir>/<session>/<phase>/<agent>.md`` (+ deliverable), via the tool."""
+    base = f"{run.settings.execution.output_dir}/{run.session}/{phase}"
+    suffix = f".cycle{cycle}" if cycle > 1 else ""
+    path = f"{base}/{agent.name}{suffix}.md"
+    files = [(path, text)]
+    if data is not None:
+        files.append((f"{base}/{agent.name}{suffix}.json", json.dumps(data, indent=2)))
+    if agent.deliverable and agent.deliverable not in written:
+        files.append((agent.deliverable, text))
+    for target, content in files:
+        result, duration = timed_call(run.workspace, "write_file",
+                                      {"path": target, "content": content}, agent.name)  # fmt: skip
+        run.bus.emit(ToolCall(phase=phase, agent=agent.name, tool="write_file",
+                              arguments={"path": target}, ok=result.ok, error=result.error,
+                              duration_ms=round(duration, 2), by="engine"))  # fmt: skip
+        if not result.ok:
+            raise ToolError(f"agent {agent.name}: cannot save output {target}: {result.error}")
+        if result.written and result.written not in written:
+            written.append(result.written)
+    return path

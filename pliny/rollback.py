@@ -1,0 +1,116 @@
+"""Rollback and rerun: move a session back to an earlier point.
+
+Files come back through git (``CheckpointStore.rollback``); the run state
+comes back through LangGraph's own history: we find the graph checkpoint
+that matches the git checkpoint and record it as ``fork_from``, so the next
+``execute``/``resume`` continues from there. Recorded LLM answers stay in
+the journal, so re-running unchanged agents replays them at no cost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pliny.errors import UsageError
+from pliny.session import SessionState, SessionStore
+
+
+async def _history(store: SessionStore, state: SessionState) -> list[Any]:
+    """The session's graph snapshots, oldest first."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from pliny.engine import Engine
+    from pliny.framework import load
+
+    db = store.dir(state.id) / "graph.sqlite"
+    if not db.exists():
+        return []
+    engine = Engine(load(state.framework or "rise"), run=None)  # type: ignore[arg-type]
+    async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
+        graph = engine.build().compile(checkpointer=saver)
+        config = {"configurable": {"thread_id": state.id}}
+        snapshots = [s async for s in graph.aget_state_history(config)]
+    return list(reversed(snapshots))
+
+
+def _after_phase(snapshots: list[Any], phase: str, cycle: int) -> Any | None:
+    """First snapshot after the join of ``phase``'s ``cycle``-th run."""
+    for snap in snapshots:
+        trail = snap.values.get("trail", [])
+        if trail and trail[-1] == phase and trail.count(phase) == cycle:
+            return snap
+    return None
+
+
+def _phase_entered(snapshots: list[Any], phase: str, cycle: int) -> Any | None:
+    """First snapshot after ``phase`` was entered for the ``cycle``-th time."""
+    for snap in snapshots:
+        if snap.values.get("cycles", {}).get(phase) == cycle:
+            return snap
+    return None
+
+
+def _parse_name(name: str) -> tuple[str, str | None, int]:
+    """after-<phase>[-<cycle>] or after-<phase>.<agent>[-<cycle>]."""
+    body = name.removeprefix("after-")
+    cycle = 1
+    head, _, tail = body.rpartition("-")
+    if head and tail.isdigit():
+        body, cycle = head, int(tail)
+    phase, _, agent = body.partition(".")
+    return phase, agent or None, cycle
+
+
+async def rollback_session(workspace: Path, session_id: str | None, name: str, force: bool) -> str:
+    from pliny.checkpoints import CheckpointStore
+    from pliny.config import load_settings
+    from pliny.events import Rollback
+
+    sessions = SessionStore(workspace)
+    state = sessions.resolve(session_id)
+    if sessions.is_locked(state.id):
+        raise UsageError(f"session {state.id!r} is running; cancel it before a rollback")
+    store = CheckpointStore(workspace, state.id, sessions.dir(state.id))
+    info = store.get(name)  # unknown name -> UsageError listing the known ones
+    fork = None
+    if name.startswith("after-"):
+        phase, agent, cycle = _parse_name(name)
+        snapshots = await _history(sessions, state)
+        fork = (_phase_entered if agent else _after_phase)(snapshots, phase, cycle)
+    result = store.rollback(name, force=force)
+    state.fork_from = fork.config["configurable"]["checkpoint_id"] if fork else None
+    state.status = "paused"
+    state.phase = None
+    sessions.save(state)
+    from pliny.audit import open_log
+
+    log = open_log(workspace, load_settings(workspace).audit, state.id)
+    try:
+        log(Rollback(session=state.id, name=name, commit=info.commit, files=list(result.files)))
+    finally:
+        log.close()
+    where = "the run continues from there" if fork else "run state unchanged (manual checkpoint)"
+    return (f"rolled back {state.id} to {name} ({info.commit[:12]}): {len(result.files)} file(s) "
+            f"restored; {where} with `pliny session resume {state.id}`")  # fmt: skip
+
+
+async def prepare_rerun(store: SessionStore, state: SessionState, agents: list[str]) -> None:
+    """Fork before the latest run of each agent's phase; those agents get fresh answers."""
+    from pliny.framework import load
+
+    fw = load(state.framework or "rise")
+    snapshots = await _history(store, state)
+    if not snapshots:
+        raise UsageError(f"session {state.id!r} has no run to rerun from")
+    latest = snapshots[-1].values.get("cycles", {})
+    forks = []
+    for agent in agents:
+        phase, _ = fw.agent(agent)
+        snap = _phase_entered(snapshots, phase.name, latest.get(phase.name, 0))
+        if snap is None:
+            raise UsageError(f"--rerun: agent {agent!r} has not run yet in session {state.id!r}")
+        forks.append(snap)
+    earliest = min(forks, key=snapshots.index)
+    state.fork_from = earliest.config["configurable"]["checkpoint_id"]
+    state.fresh_agents = sorted(set(agents))

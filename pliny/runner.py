@@ -1,0 +1,290 @@
+"""One execution of a session, wired end to end.
+
+settings -> session (lock, state) -> listeners (audit, budget, checkpoints,
+caller's) -> endpoint (embedded server if needed) -> gateway -> engine.
+The session's final status is decided here, in one place, for every way a
+run can end: completed, failed (resumable), paused (budget), cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pliny import framework as fwmod
+from pliny.agent import AgentRun
+from pliny.config import Settings, load_settings
+from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
+from pliny.events import (
+    CrashDetected,
+    Event,
+    EventBus,
+    SessionCancelled,
+    SessionCompleted,
+    SessionFailed,
+    SessionPaused,
+    SessionResumed,
+    SessionStarted,
+)
+from pliny.session import SessionState, SessionStore
+from pliny.tools import Workspace
+
+
+@dataclass
+class RunOptions:
+    workspace: Path
+    framework: str | None = None
+    task: str | None = None
+    session_id: str | None = None
+    name: str | None = None
+    config_path: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # settings from CLI flags
+    model: str | None = None
+    parallel: bool | None = None
+    rerun: list[str] = field(default_factory=list)
+    listeners: list[Callable[[Event], None]] = field(default_factory=list)
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class Outcome:
+    session: SessionState
+    status: str
+    error: PlinyError | None
+    results: dict[str, Any]
+    exit_code: int
+
+
+def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwmod.Framework]:
+    """Validate everything before any state is written (bad input changes nothing)."""
+    store = SessionStore(opts.workspace)
+    if opts.session_id and (store.dir(opts.session_id) / "state.json").exists():
+        state = store.load(opts.session_id)
+    elif opts.task and not opts.session_id:
+        state = None
+    else:
+        state = store.resolve(opts.session_id)
+    overrides = {**(state.options.get("overrides", {}) if state else {}), **opts.overrides}
+    settings = load_settings(opts.workspace, opts.config_path, overrides)
+    name = opts.framework or (state.framework if state else None) or "rise"
+    if state and state.framework and opts.framework and opts.framework != state.framework:
+        raise fwmod.UsageError(
+            f"session {state.id!r} runs framework {state.framework!r}, not {opts.framework!r}"
+        )
+    framework = fwmod.load(name)
+    task = opts.task or (state.task if state else None)
+    if not task:
+        raise fwmod.UsageError("no task: pass --task \"...\"")
+    for agent in opts.rerun:
+        try:
+            framework.agent(agent)
+        except KeyError:
+            raise fwmod.UsageError(f"--rerun: unknown agent {agent!r}") from None
+    if state is None:
+        state = store.create(opts.name or task[:60], opts.session_id)
+    state.framework, state.task = name, task
+    state.options["overrides"] = overrides
+    if opts.model:
+        state.options["model"] = opts.model
+    if opts.parallel is not None:
+        state.options["parallel"] = opts.parallel
+    return settings, store, state, framework
+
+
+async def execute(opts: RunOptions) -> Outcome:
+    settings, store, state, framework = prepare(opts)
+    with store.lock(state.id):
+        if opts.rerun:
+            from pliny.rollback import prepare_rerun
+
+            await prepare_rerun(store, state, opts.rerun)
+        return await _run_locked(opts, settings, store, state, framework)
+
+
+async def _run_locked(
+    opts: RunOptions,
+    settings: Settings,
+    store: SessionStore,
+    state: SessionState,
+    framework: fwmod.Framework,
+) -> Outcome:
+    from pliny.audit import AuditLog
+
+    previous = state.status
+    crashed = previous == "in_progress"  # we hold the lock, so its owner died
+    state.status, state.pid, state.error = "in_progress", os.getpid(), None
+    state.started_runs += 1
+    store.save(state)
+    bus = EventBus(session=state.id)
+    audit_path = opts.workspace / settings.audit.dir / f"{state.id}.jsonl"
+    audit = AuditLog(audit_path, fsync=settings.audit.fsync, group_commit_ms=settings.audit.group_commit_ms)
+    bus.subscribe(audit)
+    started = time.monotonic()
+    async with AsyncExitStack() as stack:
+        stack.callback(audit.close)
+        if crashed:
+            bus.emit(CrashDetected(previous_pid=None, detail="session was in progress; its process died"))
+        if state.started_runs == 1:
+            bus.emit(SessionStarted(name=state.name, framework=state.framework or "",
+                                    task=state.task or "", pid=os.getpid()))  # fmt: skip
+        else:
+            bus.emit(SessionResumed(from_status="crashed" if crashed else previous, pid=os.getpid()))
+        try:
+            results = await _run_engine(opts, settings, store, state, framework, bus, stack)
+        except BaseException as exc:  # noqa: BLE001 - every ending is recorded, then re-raised or mapped
+            return _ended(store, state, bus, exc)
+        state.status, state.fork_from, state.fresh_agents = "completed", None, []
+        store.save(state)
+        bus.emit(SessionCompleted(duration_ms=round((time.monotonic() - started) * 1000, 1)))
+        return Outcome(state, "completed", None, results, 0)
+
+
+def _ended(store: SessionStore, state: SessionState, bus: EventBus, exc: BaseException) -> Outcome:
+    from pliny.classify import classify
+
+    err = exc if isinstance(exc, PlinyError) else classify(exc)
+    if isinstance(err, Cancelled):
+        state.status = "cancelled"
+        bus.emit(SessionCancelled(reason=err.message))
+    elif isinstance(err, BudgetExceeded):
+        state.status = "paused"
+        bus.emit(SessionPaused(reason=err.message))
+    else:
+        state.status = "failed"
+        bus.emit(SessionFailed(category=err.category, code=err.code, message=err.message))
+    state.error = {"category": str(err.category), "code": err.code, "message": str(err)}
+    store.save(state)
+    return Outcome(state, state.status, err, {}, err.exit_code)
+
+
+async def _run_engine(
+    opts: RunOptions,
+    settings: Settings,
+    store: SessionStore,
+    state: SessionState,
+    framework: fwmod.Framework,
+    bus: EventBus,
+    stack: AsyncExitStack,
+) -> dict[str, Any]:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from pliny.engine import Engine
+    from pliny.journal import Journal
+
+    session_dir = store.dir(state.id)
+    workspace = Workspace(opts.workspace, protected=(".git", ".pliny", settings.audit.dir))
+    _attach_listeners(opts, settings, state, bus, workspace, stack)
+    gateway = await _gateway(opts, settings, state, bus, session_dir, stack)
+    run = AgentRun(framework, settings, gateway, workspace, bus, state.id,
+                   use_tools=_use_tools(settings, gateway))  # fmt: skip
+    parallel = state.options.get("parallel", settings.execution.parallel)
+    engine = Engine(framework, run, parallel=parallel, fresh=set(state.fresh_agents))
+    saver = await stack.enter_async_context(
+        AsyncSqliteSaver.from_conn_string(str(session_dir / "graph.sqlite"))
+    )
+    graph = engine.build().compile(checkpointer=saver)
+    config: dict[str, Any] = {
+        "configurable": {"thread_id": state.id},
+        "max_concurrency": settings.execution.max_concurrency,
+        "recursion_limit": 10_000,
+    }
+    snapshot = await graph.aget_state(config)
+    if state.fork_from:
+        config["configurable"]["checkpoint_id"] = state.fork_from
+        graph_input = None
+    elif snapshot.next:
+        graph_input = None  # unfinished: continue where it stopped
+    elif snapshot.values.get("trail"):
+        return snapshot.values.get("results", {})  # already complete
+    else:
+        graph_input = {"task": state.task}
+    stack.callback(Journal.close, run.gateway.journal) if run.gateway.journal else None
+    timeout = settings.execution.timeouts.session
+    try:
+        async with asyncio.timeout(timeout):
+            final = await graph.ainvoke(graph_input, config, durability="sync")
+    except TimeoutError:
+        raise SystemFailure(f"session timed out after {timeout:g}s", code="PLINY-TIMEOUT-SESSION",
+                            recoverable=True, hint="`pliny session resume` continues it") from None  # fmt: skip
+    return final.get("results", {})
+
+
+def _attach_listeners(
+    opts: RunOptions,
+    settings: Settings,
+    state: SessionState,
+    bus: EventBus,
+    workspace: Workspace,
+    stack: AsyncExitStack,
+) -> None:
+    from pliny.checkpoint_listener import CheckpointListener
+
+    mode = settings.execution.checkpoint
+    if mode != "none":
+        listener = CheckpointListener.open(opts.workspace, state, mode, bus)
+        workspace.on_write.append(listener.record_write)
+        bus.subscribe(listener)
+    for listener in opts.listeners:
+        bus.subscribe(listener)
+
+
+async def _gateway(
+    opts: RunOptions,
+    settings: Settings,
+    state: SessionState,
+    bus: EventBus,
+    session_dir: Path,
+    stack: AsyncExitStack,
+) -> Any:
+    from pliny.audit import read_events
+    from pliny.budget import BudgetGuard
+    from pliny.circuit import CircuitBreakers
+    from pliny.endpoint import resolve
+    from pliny.journal import Journal
+    from pliny.llm import LLMGateway
+    from pliny.pricing import PricingTable
+
+    endpoint = resolve(settings.llm, opts.env if opts.env is not None else os.environ,
+                       state.options.get("model"))  # fmt: skip
+    if endpoint.kind == "local":
+        endpoint = await _start_embedded(settings, endpoint, stack)
+    audit_path = opts.workspace / settings.audit.dir / f"{state.id}.jsonl"
+    budget = BudgetGuard.from_events(read_events(audit_path), settings.budgets)
+    bus.subscribe(budget)
+
+    def circuit_changed(change: Any) -> None:
+        if (event := change.as_event()) is not None:
+            bus.emit(event)
+
+    breakers = CircuitBreakers.from_settings(settings.error_handling.circuit_breaker,
+                                             on_change=circuit_changed)  # fmt: skip
+    gateway = LLMGateway(
+        settings, endpoint, bus,
+        journal=Journal(session_dir / "journal.sqlite"),
+        pricing=PricingTable.load(settings.pricing), budget=budget, breakers=breakers,
+    )  # fmt: skip
+    stack.push_async_callback(gateway.close)
+    return gateway
+
+
+async def _start_embedded(settings: Settings, endpoint: Any, stack: AsyncExitStack) -> Any:
+    from pliny.embedded import EmbeddedServer
+
+    # Started from the main thread on purpose: the server's parent-death
+    # signal fires when the *spawning thread* exits, so no worker threads.
+    server = EmbeddedServer(settings.llm.local, model_alias=endpoint.model)
+    sync_stack = ExitStack()
+    sync_stack.enter_context(server)
+    stack.callback(sync_stack.close)
+    return endpoint.served_at(server.base_url, server.api_key)
+
+
+def _use_tools(settings: Settings, gateway: Any) -> bool:
+    choice = settings.llm.supports_tools
+    return choice == "yes" or (choice == "auto" and gateway.endpoint.kind != "local")
