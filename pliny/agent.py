@@ -151,7 +151,7 @@ async def _converse(
         reply = await run.gateway.chat(
             ctx, messages, model=agent.model, temperature=agent.temperature,
             max_tokens=agent.max_tokens, tools=tools,
-            json_mode=bool(agent.output_schema) and not tools,
+            json_schema=None if tools else agent.output_schema,
         )  # fmt: skip
         if not reply.tool_calls:
             return reply.content
@@ -227,7 +227,8 @@ async def _validated(
                          "JSON Schema:\n- " + "\n- ".join(problems) +
                          "\nReply again with only the corrected JSON object."})  # fmt: skip
         reply = await run.gateway.chat(ctx, messages, model=agent.model, temperature=agent.temperature,
-                                       max_tokens=agent.max_tokens, json_mode=True)  # fmt: skip
+                                       max_tokens=agent.max_tokens,
+                                       json_schema=agent.output_schema)  # fmt: skip
         text = reply.content
     raise ValidationFailure(
         f"agent {agent.name}: answer does not match its output_schema after "

@@ -57,6 +57,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pliny.checkpoint_files import OTHER, WorkspaceFiles
+from pliny.checkpoint_refs import (
+    REF_ROOT,
+    CheckpointInfo,
+    delete_session_refs,
+    info_from,
+    list_all,
+    session_ref,
+)
 from pliny.checkpoint_state import CheckpointState
 from pliny.errors import SystemFailure, UsageError
 from pliny.gitrepo import (
@@ -65,36 +73,13 @@ from pliny.gitrepo import (
     RefRecord,
     atomic_write,
     check_ref_component,
-    parse_trailers,
 )
 
-REF_ROOT = "refs/pliny"
 PROTECTED_DIRS = (".pliny", "audit-logs")
 _OWN_TRAILERS = ("Pliny-Session", "Pliny-Checkpoint", "Pliny-Seq")
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    session: str
-    name: str
-    ref: str
-    commit: str
-    created: datetime
-    subject: str
-    trailers: dict[str, str]
-    files: tuple[str, ...] = ()  # paths changed by this checkpoint (set by commit())
-
-    @property
-    def seq(self) -> int:
-        return int(self.trailers.get("Pliny-Seq", "0") or 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "session": self.session, "name": self.name, "ref": self.ref,
-            "commit": self.commit, "created": self.created.isoformat(),
-            "subject": self.subject, "trailers": dict(self.trailers),
-            "files": list(self.files),
-        }
+__all__ = [
+    "CheckpointInfo", "CheckpointStore", "RollbackResult", "delete_session_refs", "list_all",
+]
 
 
 @dataclass(frozen=True)
@@ -105,9 +90,10 @@ class RollbackResult:
     deleted: list[str] = field(default_factory=list)
     overwritten: list[str] = field(default_factory=list)  # user edits replaced (force=True)
 
-
-def session_ref(session: str, name: str | None = None) -> str:
-    return f"{REF_ROOT}/{session}/" + (f"checkpoints/{name}" if name else "head")
+    @property
+    def files(self) -> list[str]:
+        """Every path the rollback wrote or deleted."""
+        return sorted(self.restored + self.deleted)
 
 
 class CheckpointStore:
@@ -137,6 +123,10 @@ class CheckpointStore:
         self._state = CheckpointState.load_or_create(
             self.state_dir / "checkpoints.json", self._new_base
         )
+        # One process per session (the session lock): any lock here is a dead writer's.
+        self._git.clear_stale_ref_locks(f"{REF_ROOT}/{self.session}")
+        for litter in [*self.state_dir.glob("*.lock"), *self.state_dir.glob(".*.pliny-tmp")]:
+            litter.unlink(missing_ok=True)
         self._head = self._git.resolve_ref(self.head_ref)
         self._head_tree = self._git.tree_of(self._head) if self._head else self._state.base_tree
         self._seq = max((c.seq for c in self.list()), default=0)
@@ -252,9 +242,8 @@ class CheckpointStore:
             for path in chosen:
                 del self._state.pending[path]
             self._state.save()
-        return self._info(
-            RefRecord(session_ref(self.session, name), commit, when, text), tuple(sorted(chosen))
-        )
+        rec = RefRecord(session_ref(self.session, name), commit, when, text)
+        return info_from(self.session, rec, tuple(sorted(chosen)))
 
     def _make_commit(
         self, chosen: dict[str, dict[str, Any]], text: str, when: int
@@ -289,7 +278,7 @@ class CheckpointStore:
     def list(self) -> list[CheckpointInfo]:
         """This session's named checkpoints, oldest first."""
         prefix = f"{REF_ROOT}/{self.session}/checkpoints/"
-        infos = [self._info(r) for r in self._git.for_each_ref(prefix)]
+        infos = [info_from(self.session, r) for r in self._git.for_each_ref(prefix)]
         return sorted(infos, key=lambda c: (c.seq, c.created, c.name))
 
     def get(self, name: str) -> CheckpointInfo:
@@ -301,9 +290,6 @@ class CheckpointStore:
                 code="PLINY-UNKNOWN-CHECKPOINT",
             )
         return found[name]
-
-    def _info(self, rec: RefRecord, files: tuple[str, ...] = ()) -> CheckpointInfo:
-        return _info_from(self.session, rec, files)
 
     # -- rollback ----------------------------------------------------------
     def rollback(self, name: str, *, force: bool = False) -> RollbackResult:
@@ -380,45 +366,6 @@ class CheckpointStore:
         if self._base_cache is None:
             self._base_cache = self._git.ls_tree(self._state.base_tree)
         return self._base_cache
-
-
-def list_all(workspace: Path) -> dict[str, list[CheckpointInfo]]:
-    """Every session's named checkpoints in the repo holding ``workspace``."""
-    repo = GitRepo.open(Path(workspace), init=False)
-    if repo is None:
-        return {}
-    sessions: dict[str, list[CheckpointInfo]] = {}
-    for rec in repo.for_each_ref(f"{REF_ROOT}/"):
-        parts = rec.ref.split("/")
-        if len(parts) == 5 and parts[3] == "checkpoints":
-            sessions.setdefault(parts[2], []).append(_info_from(parts[2], rec))
-    for infos in sessions.values():
-        infos.sort(key=lambda c: (c.seq, c.created, c.name))
-    return sessions
-
-
-def delete_session_refs(workspace: Path, session_id: str) -> int:
-    """Delete ``refs/pliny/<session>/*``; returns how many refs went."""
-    check_ref_component(session_id, "session id")
-    repo = GitRepo.open(Path(workspace), init=False)
-    if repo is None:
-        return 0
-    refs = [r.ref for r in repo.for_each_ref(f"{REF_ROOT}/{session_id}/")]
-    repo.delete_refs(refs)
-    return len(refs)
-
-
-def _info_from(session: str, rec: RefRecord, files: tuple[str, ...] = ()) -> CheckpointInfo:
-    return CheckpointInfo(
-        session=session,
-        name=rec.ref.rsplit("/", 1)[1],
-        ref=rec.ref,
-        commit=rec.commit,
-        created=datetime.fromtimestamp(rec.committed, UTC),
-        subject=rec.message.split("\n", 1)[0],
-        trailers=parse_trailers(rec.message),
-        files=files,
-    )
 
 
 def _sha(entry: Entry | None) -> str | None:

@@ -4,7 +4,8 @@ States: CLOSED (calls pass) -> OPEN after ``failure_threshold`` consecutive
 *endpoint* failures (calls rejected at once with PLINY-NET-CIRCUIT-OPEN,
 ``retry_after`` = time left) -> HALF_OPEN after ``reset_timeout_s`` (one
 trial call passes, the rest are still rejected) -> CLOSED if the trial
-succeeds, OPEN again (full timeout) if it fails.
+succeeds, OPEN again (full timeout) on an endpoint failure. A trial whose
+caller never reports back (task killed) expires after ``reset_timeout_s``.
 
 What counts, decided here once:
 
@@ -94,7 +95,7 @@ class CircuitBreaker:
         self._state = State.CLOSED
         self._failures = 0  # consecutive endpoint failures
         self._opened_at = 0.0
-        self._trial_in_flight = False
+        self._trial_started: float | None = None  # clock time of the half-open trial
 
     @property
     def state(self) -> State:
@@ -128,10 +129,10 @@ class CircuitBreaker:
             state = self._current()
             if state is State.CLOSED:
                 return
-            if state is State.HALF_OPEN and not self._trial_in_flight:
-                self._trial_in_flight = True
+            if state is State.HALF_OPEN and self._trial_wait() <= 0:
+                self._trial_started = self._clock()
                 return
-            wait = self._remaining() if state is State.OPEN else 0.0
+            wait = self._remaining() if state is State.OPEN else self._trial_wait()
         raise NetworkError(
             f"circuit open for {self.endpoint} after {self._failures} consecutive failures; "
             f"next trial in {wait:.1f} s",
@@ -139,9 +140,16 @@ class CircuitBreaker:
             retry_after=wait,
         )
 
+    def _trial_wait(self) -> float:
+        """Time until the half-open trial slot is free. A trial whose caller vanished without
+        reporting (killed task) expires after ``reset_timeout_s`` so the circuit never wedges."""
+        if self._trial_started is None:
+            return 0.0
+        return max(0.0, self._trial_started + self.reset_timeout_s - self._clock())
+
     def record_success(self) -> None:
         with self._lock:
-            self._trial_in_flight = False
+            self._trial_started = None
             self._failures = 0
             if self._current() is not State.CLOSED:
                 self._set(State.CLOSED)
@@ -153,12 +161,12 @@ class CircuitBreaker:
             self.record_success()
             return
         with self._lock:
-            was_trial, self._trial_in_flight = self._trial_in_flight, False
+            self._trial_started = None
             if verdict is None:
                 return
             self._failures += 1
             state = self._current()
-            if (state is State.HALF_OPEN and was_trial) or (
+            if state is State.HALF_OPEN or (
                 state is State.CLOSED and self._failures >= self.failure_threshold
             ):
                 self._set(State.OPEN)

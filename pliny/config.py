@@ -12,7 +12,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from pliny import resources
 from pliny.errors import ConfigError
@@ -110,8 +117,17 @@ class CircuitBreaker(Strict):
 class ErrorHandling(Strict):
     retry_strategies: dict[
         Literal["network", "tool", "validation", "ai", "system", "config"], RetryStrategy
-    ] = Field(default_factory=_default_strategies)
+    ] = Field(
+        default_factory=_default_strategies,
+        description="per category; a category you leave out keeps its default. "
+        "config errors are never retried whatever max_retries says",
+    )
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+
+    @model_validator(mode="after")
+    def _keep_defaults(self) -> ErrorHandling:
+        self.retry_strategies = {**_default_strategies(), **self.retry_strategies}
+        return self
 
 
 class AuditSettings(Strict):

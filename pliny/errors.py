@@ -35,6 +35,7 @@ class PlinyError(Exception):
     code: str = "PLINY-SYSTEM"
     recoverable: bool = False
     exit_code: int = EXIT_FAILED
+    attempts: int = 1  # set by the retry policy when it gives up
 
     def __init__(
         self,

@@ -288,6 +288,17 @@ class GitRepo:
         if refs:
             self.run("update-ref", "--stdin", input="".join(f"delete {r}\n" for r in refs).encode())
 
+    def clear_stale_ref_locks(self, ref_dir: str) -> list[Path]:
+        """Remove ``*.lock`` files a killed git left under ``ref_dir`` (e.g. refs/pliny/s1).
+
+        Only for refs one process owns at a time; git never removes these itself.
+        """
+        root = Path(self.repo.common_dir) / ref_dir
+        stale = sorted(root.rglob("*.lock")) if root.is_dir() else []
+        for lock in stale:
+            lock.unlink(missing_ok=True)
+        return stale
+
     def resolve_ref(self, ref: str) -> str | None:
         try:
             return self.text("rev-parse", "-q", "--verify", f"{ref}^{{commit}}")

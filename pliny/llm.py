@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pliny import tokens
-from pliny.classify import classify
+from pliny.classify import Code, bad_response, classify
 from pliny.errors import AIError, PlinyError
 from pliny.events import Error, EventBus, LLMCall, LLMQueued
 from pliny.journal import Journal, request_hash
@@ -127,13 +127,13 @@ class LLMGateway:
         temperature: float | None = None,
         max_tokens: int | None = None,
         tools: list[dict[str, Any]] | None = None,
-        json_mode: bool = False,
+        json_schema: dict[str, Any] | None = None,
     ) -> Reply:
         """One model turn, following the fallback chain on AI errors."""
         chain = [model or self.endpoint.model, *self.settings.llm.fallback_models]
         last: PlinyError | None = None
         for candidate in dict.fromkeys(chain):  # de-duplicated, order kept
-            request = self._request(candidate, messages, temperature, max_tokens, tools, json_mode)
+            request = self._request(candidate, messages, temperature, max_tokens, tools, json_schema)
             try:
                 return await self._call(ctx, request)
             except AIError as exc:
@@ -151,7 +151,7 @@ class LLMGateway:
         temperature: float | None,
         max_tokens: int | None,
         tools: list[dict[str, Any]] | None,
-        json_mode: bool,
+        json_schema: dict[str, Any] | None,
     ) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": model,
@@ -161,8 +161,13 @@ class LLMGateway:
         }
         if tools:
             request["tools"] = tools
-        if json_mode:
-            request["response_format"] = {"type": "json_object"}
+        if json_schema is not None:
+            # JSON mode everywhere; llama.cpp also takes the schema and turns it
+            # into a grammar, which is what lets a tiny local model answer validly.
+            fmt: dict[str, Any] = {"type": "json_object"}
+            if self.endpoint.kind == "local":
+                fmt["schema"] = json_schema
+            request["response_format"] = fmt
         return request
 
     async def _call(self, ctx: CallContext, request: dict[str, Any]) -> Reply:
@@ -229,9 +234,11 @@ class LLMGateway:
             started = time.perf_counter()
             try:
                 completion = await self.client.chat.completions.create(**request)
+                if not hasattr(completion, "choices"):  # the SDK returns a str for non-JSON
+                    raise bad_response(self.host, completion)
                 data = normalize(completion)
                 _check_answer(data, request)
-            except Exception as exc:
+            except BaseException as exc:  # a cancelled trial must release the half-open slot
                 if breaker is not None:
                     breaker.record_failure(classify(exc))
                 raise
@@ -311,6 +318,6 @@ class LLMGateway:
 def _check_answer(data: dict[str, Any], request: dict[str, Any]) -> None:
     """An empty answer or a refusal is an AI error (fallback model, then fail)."""
     if data.get("refusal"):
-        raise AIError(f"model refused: {data['refusal'][:200]}", code="PLINY-AI-REFUSAL")
+        raise AIError(f"model refused: {data['refusal'][:200]}", code=Code.AI_REFUSAL)
     if not (data.get("content") or "").strip() and not data.get("tool_calls"):
-        raise AIError("model returned an empty answer", code="PLINY-AI-EMPTY")
+        raise AIError("model returned an empty answer", code=Code.AI_EMPTY)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from pliny.events import Event
 
@@ -43,6 +43,7 @@ class Stats(BaseModel):
     errors: int = 0
     failures: int = 0  # agent_failed events
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens

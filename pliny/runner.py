@@ -215,6 +215,19 @@ async def _run_engine(
     return final.get("results", {})
 
 
+@dataclass
+class _PhaseTracker:
+    """Keeps ``state.phase`` current so `session list` shows where a run is."""
+
+    store: SessionStore
+    state: SessionState
+
+    def __call__(self, event: Event) -> None:
+        if event.type == "phase_started" and event.phase != self.state.phase:
+            self.state.phase = event.phase
+            self.store.save(self.state)
+
+
 def _attach_listeners(
     opts: RunOptions,
     settings: Settings,
@@ -230,6 +243,7 @@ def _attach_listeners(
         listener = CheckpointListener.open(opts.workspace, state, mode, bus)
         workspace.on_write.append(listener.record_write)
         bus.subscribe(listener)
+    bus.subscribe(_PhaseTracker(SessionStore(opts.workspace), state))
     for listener in opts.listeners:
         bus.subscribe(listener)
 

@@ -49,3 +49,44 @@ def llm_call(i: int = 0, **over: Any) -> LLMCall:
     }  # fmt: skip
     fields.update(over)
     return LLMCall(**fields)
+
+
+def sample_session(session: str = "demo") -> list[Event]:
+    """A small two-phase session with a crash, a resume and a rollback.
+
+    Totals by hand: 3 paid calls (+1 replayed), prompt 2300, completion 600,
+    cached 100, 1 estimated, cost $0.03 + 1 unpriced, 1 network retry,
+    1 error, 1 agent failure, 1 tool call, 1 checkpoint.
+    """
+    from pliny import events as ev
+
+    r, i = {"session": session, "phase": "research"}, {"session": session, "phase": "identify"}
+    return [
+        ev.SessionStarted(session=session, name="Demo", framework="rise", task="t"),
+        ev.PhaseStarted(**r, agents=["alice", "bob"]),
+        ev.AgentStarted(**r, agent="alice", model="gpt-4o"),
+        ev.AgentStarted(**r, agent="bob", model="mystery-model"),
+        ev.LLMCall(**r, agent="alice", model="gpt-4o", prompt_tokens=1000, completion_tokens=200,
+                cached_tokens=100, cost_usd=0.01, latency_ms=120),
+        ev.Retry(**r, agent="bob", category="network", attempt=1, delay_ms=500),
+        ev.LLMCall(**r, agent="bob", model="mystery-model", prompt_tokens=500,
+                completion_tokens=100, tokens_estimated=True, cost_usd=None),
+        ev.ToolCall(**r, agent="alice", tool="write_file", arguments={"path": "a.md"}),
+        ev.Error(**r, agent="bob", category="network", message="reset", recoverable=True),
+        ev.AgentCompleted(**r, agent="alice", duration_ms=1500),
+        ev.AgentFailed(**r, agent="bob", category="ai", message="gave up", skipped=True),
+        ev.PhaseCompleted(**r, duration_ms=2000, succeeded=1, failed=1),
+        ev.CheckpointCreated(session=session, name="after-research", commit="abc123"),
+        ev.CrashDetected(session=session, previous_pid=4242),
+        ev.SessionResumed(session=session, from_status="crashed"),
+        ev.PhaseStarted(**i, agents=["carol"]),
+        ev.AgentStarted(**i, agent="carol", model="gpt-4o"),
+        ev.LLMCall(**i, agent="carol", model="gpt-4o", prompt_tokens=300, completion_tokens=50,
+                cost_usd=0.0, replayed=True),
+        ev.LLMCall(**i, agent="carol", model="gpt-4o", prompt_tokens=800, completion_tokens=300,
+                cost_usd=0.02),
+        ev.AgentCompleted(**i, agent="carol", duration_ms=900),
+        ev.PhaseCompleted(**i, duration_ms=1000, succeeded=1),
+        ev.Rollback(session=session, name="after-research", commit="abc123"),
+        ev.SessionCompleted(session=session, duration_ms=5000),
+    ]  # fmt: skip

@@ -99,7 +99,7 @@ def test_half_open_lets_one_trial_through_and_success_closes():
     clock.now += 10
     assert cb.state is State.HALF_OPEN
     cb.before_call()  # the trial
-    assert rejected(cb).retry_after == 0  # a second caller waits for the trial's outcome
+    assert rejected(cb).retry_after == 10  # a second caller waits for the trial's outcome
     cb.record_success()
     assert cb.state is State.CLOSED
     cb.before_call()
@@ -128,6 +128,20 @@ def test_cancelled_trial_frees_the_slot():
     cb.record_failure(Cancelled("ctrl-c"))
     assert cb.state is State.HALF_OPEN
     cb.before_call()  # the next caller gets the trial
+
+
+def test_a_trial_that_never_reports_back_expires():
+    """A caller killed mid-trial (BaseException not fed back) must not wedge the circuit."""
+    cb, clock, _ = breaker(threshold=1, timeout=5)
+    fail(cb, SERVER_DOWN)
+    clock.now += 5
+    cb.before_call()  # trial taken, its caller disappears
+    clock.now += 3
+    assert rejected(cb).retry_after == 2
+    clock.now += 2
+    cb.before_call()  # a new trial
+    cb.record_success()
+    assert cb.state is State.CLOSED
 
 
 def test_counts_as_failure_table():

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pliny.cli.common import WorkspaceOpt, fail, print_json, workspace_path
+from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -131,12 +131,17 @@ def verify(
     if json_:
         print_json({"path": str(path), **asdict(result)})
     if not result.ok:
-        raise fail(f"{path}:{result.first_bad_line}: {result.reason}", code=1)
+        from pliny.errors import PlinyError  # exit 1 (EXIT_FAILED), one line on stderr
+
+        raise PlinyError(f"{path}:{result.first_bad_line}: {result.reason}", code="PLINY-AUDIT")
     if not json_:
         typer.echo(f"ok: {result.events} events, sequence and hash chain intact ({path})")
 
 
 def _console() -> Console:
+    """A terminal's own width; 140 columns into a pipe or file (not rich's 80)."""
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    return Console(width=None if sys.stdout.isatty() else 140)

@@ -34,8 +34,9 @@ def describe(event: Event) -> str:
     if kind == "llm_call":
         est = " (estimated)" if d.get("tokens_estimated") else ""
         how = " replayed" if d.get("replayed") else " cache hit" if d.get("cache_hit") else ""
+        at = f" @{d['endpoint']}" if d.get("endpoint") else ""
         return (
-            f"{d.get('model')} @{d.get('endpoint')} {d.get('prompt_tokens')}+"
+            f"{d.get('model')}{at} {d.get('prompt_tokens')}+"
             f"{d.get('completion_tokens')} tok{est}, {d.get('latency_ms')} ms, "
             f"{_usd(d.get('cost_usd'))}, attempt {d.get('attempt')}{how}"
         )
@@ -117,10 +118,11 @@ _STAT_COLUMNS = ["calls", "tokens in/out/cached", "cost", "retries", "errors"]
 
 def _stats_table(title: str, first: list[str]) -> Table:
     table = Table(title=title, title_justify="left")
-    for name in first:
-        table.add_column(name)
+    for name in first:  # names whole; numbers fold, never "…" (a cut number is a wrong one)
+        table.add_column(name, no_wrap=True)
     for name in _STAT_COLUMNS:
-        table.add_column(name, justify="left" if name == "retries" else "right")
+        justify = "left" if name == "retries" else "right"
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     return table
 
 
@@ -147,7 +149,7 @@ def summary_renderables(s: Summary) -> list[Any]:
         )
     history = Table(title="history", title_justify="left")
     for name in ("seq", "time", "event", "detail"):
-        history.add_column(name)
+        history.add_column(name, overflow="fold")
     for h in s.history:
         history.add_row(str(h.seq), h.ts[:19].replace("T", " "), h.type, h.detail)
     out.append(history)
