@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from pliny.config import Settings
 
 MISSING = "(not available yet)"
+READ_TOOLS = {"list_files", "read_file", "search_files"}
+DIGEST_CHARS = 6000  # ~1.5k tokens: fits an 8k-context local model with the prompt
 
 
 @dataclass
@@ -119,6 +121,8 @@ async def run_agent(
     started = time.perf_counter()
     system = agent.role + (schema_instructions(agent.output_schema) if agent.output_schema else "")
     prompt = render(agent.prompt, prompt_context(run.framework, state))
+    if not run.use_tools and set(agent.tools) & READ_TOOLS:
+        prompt += _workspace_digest(run, ctx, agent)
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system},
         {"role": "user", "content": prompt},
@@ -170,6 +174,40 @@ async def _converse(
     reply = await run.gateway.chat(ctx, messages, model=agent.model, temperature=agent.temperature,
                                    max_tokens=agent.max_tokens)  # fmt: skip
     return reply.content
+
+
+def _workspace_digest(run: AgentRun, ctx: CallContext, agent: Agent) -> str:
+    """For endpoints without tool calling: read the workspace for the agent.
+
+    The same sandboxed tools run, on the engine's behalf (audited ``by:
+    engine``), smallest text files first, within a fixed character budget.
+    """
+    listing, duration = timed_call(run.workspace, "list_files", {}, agent.name)
+    _emit_engine_tool(run, ctx, agent, "list_files", {}, listing.ok, duration)
+    skip = (run.settings.execution.output_dir + "/",)
+    files = [f for f in listing.content.splitlines() if f and not f.startswith(skip + ("(", "..."))]
+    sized = sorted(files, key=lambda f: (run.workspace.root / f).stat().st_size)
+    parts, budget = [], DIGEST_CHARS
+    for rel in sized:
+        if budget <= 200:
+            break
+        result, duration = timed_call(run.workspace, "read_file", {"path": rel}, agent.name)
+        _emit_engine_tool(run, ctx, agent, "read_file", {"path": rel}, result.ok, duration)
+        if result.ok and "\x00" not in result.content:
+            text = result.content[: budget - 100]
+            parts.append(f"--- {rel} ---\n{text}")
+            budget -= len(text) + 100
+    listing_text = "\n".join(files[:100]) or "(no files)"
+    return ("\n\n## Workspace files (read for you)\n" + listing_text + "\n\n"
+            + "\n\n".join(parts))  # fmt: skip
+
+
+def _emit_engine_tool(
+    run: AgentRun, ctx: CallContext, agent: Agent, tool: str, args: dict[str, Any], ok: bool,
+    duration: float,
+) -> None:
+    run.bus.emit(ToolCall(phase=ctx.phase, agent=agent.name, tool=tool, arguments=args, ok=ok,
+                          duration_ms=round(duration, 2), by="engine"))  # fmt: skip
 
 
 def _assistant_with_calls(content: str, calls: list[dict[str, Any]]) -> dict[str, Any]:

@@ -35,16 +35,21 @@ FsyncPolicy = Literal["every_event", "group", "none"]
 _HASH_PREFIX = b',"hash":"'
 _SUFFIX_LEN = len(_HASH_PREFIX) + 64 + 2  # ,"hash":"<64 hex>"}
 _TAIL_WINDOW = 64 * 1024
+_SEQ = {"seq"}  # spliced in by the writer
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def encode_line(data: dict[str, Any]) -> bytes:
-    """Serialize one record (already holding ``seq`` and ``prev``) with its ``hash``."""
-    body = json.dumps(data, separators=(",", ":")).encode()
+def seal(body: bytes) -> bytes:
+    """A JSON object's bytes (holding ``seq`` and ``prev``) -> the line, with its ``hash``."""
     return body[:-1] + _HASH_PREFIX + sha256_hex(body).encode() + b'"}\n'
+
+
+def encode_line(data: dict[str, Any]) -> bytes:
+    """Serialize one record (already holding ``seq`` and ``prev``) as a sealed line."""
+    return seal(json.dumps(data, separators=(",", ":")).encode())
 
 
 def check_line_hash(raw: bytes) -> bool:
@@ -204,29 +209,36 @@ class AuditLog:
         return self._seq
 
     def __call__(self, event: Event) -> None:
-        data = event.model_dump(mode="json")
-        data.pop("hash", None)
         with self._lock:
             if self._fd is None:
                 raise SystemFailure(f"audit log {self.path} is closed")
-            data["seq"] = self._seq + 1
-            data["prev"] = self._prev
-            line = self._encode(data)
+            seq = self._seq + 1
+            line = self._encode(event, seq, self._prev)
             self._write(line)
-            self._seq += 1
+            self._seq = seq
             self._prev = sha256_hex(line[:-1])
-            event.seq = self._seq
+            event.seq = seq
             if self.fsync == "every_event":
-                _sync(self._fd)
+                try:
+                    _sync(self._fd)
+                except OSError as exc:  # written but maybe not durable: say so, loudly
+                    raise SystemFailure(f"cannot fsync audit log {self.path}: {exc}") from exc
             else:
                 self._dirty = True
 
-    def _encode(self, data: dict[str, Any]) -> bytes:
-        line = encode_line(data)
-        if self._redactor.needed(line.decode()):
-            data = self._redactor.scrub(data)
-            line = encode_line(data)
-        return line
+    def _encode(self, event: Event, seq: int, prev: str) -> bytes:
+        """The event's line. Fast path: pydantic's JSON with ``prev`` spliced in."""
+        extra = event.model_extra or {}
+        if "prev" not in extra and "hash" not in extra:
+            try:
+                body = event.model_dump_json(exclude=_SEQ).encode()
+            except ValueError:  # e.g. a lone surrogate: the stdlib path escapes it
+                body = b""
+            if body and not self._redactor.needed(body.decode()):
+                return seal(body[:-1] + b',"seq":%d,"prev":"%s"}' % (seq, prev.encode()))
+        data = {k: v for k, v in event.model_dump(mode="json").items() if k not in ("prev", "hash")}
+        data.update(seq=seq, prev=prev)
+        return encode_line(self._redactor.scrub(data))
 
     def _write(self, line: bytes) -> None:
         assert self._fd is not None
@@ -294,18 +306,16 @@ class VerifyResult:
 
 def verify(path: str | Path) -> VerifyResult:
     """Check every line: valid JSON, own hash, consecutive seq, chain to the previous line."""
-    data = Path(path).read_bytes()
     prev, count = GENESIS, 0
-    lines = data.split(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        if number == len(lines):
-            if raw:
+    with open(path, "rb") as f:  # streamed: logs can be large
+        for number, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
                 return VerifyResult(False, count, number, "torn final line (no newline)")
-            break
-        problem = _check(raw, number, prev)
-        if problem:
-            return VerifyResult(False, count, number, problem)
-        prev, count = sha256_hex(raw), count + 1
+            raw = line[:-1]
+            problem = _check(raw, number, prev)
+            if problem:
+                return VerifyResult(False, count, number, problem)
+            prev, count = sha256_hex(raw), count + 1
     return VerifyResult(True, count)
 
 

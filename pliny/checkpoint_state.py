@@ -64,7 +64,8 @@ class CheckpointState:
                 code="PLINY-CORRUPT-STATE",
             ) from None
 
-    def save(self) -> None:
+    def save(self, *, durable: bool = True) -> None:
+        """Atomic; ``durable=False`` skips the directory fsync (losing it is harmless)."""
         data = {
             "version": VERSION,
             "base_commit": self.base_commit,
@@ -74,4 +75,4 @@ class CheckpointState:
             "preimages": self.preimages,
             "rollback": self.rollback,
         }
-        atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+        atomic_write(self.path, json.dumps(data, sort_keys=True).encode(), durable=durable)

@@ -11,11 +11,13 @@ How it works:
   the bytes as a blob and remembers ``path -> blob`` in a *pending* map that
   is written atomically to ``<state_dir>/checkpoints.json`` (survives
   ``kill -9``).
-* :meth:`CheckpointStore.commit` builds the next tree in a *private* index
-  (``<state_dir>/checkpoints.index``, via ``GIT_INDEX_FILE``): previous
+* :meth:`CheckpointStore.commit` builds the next tree from the previous
   checkpoint's tree (at first the user's HEAD tree, or the empty tree on an
-  unborn branch) plus the pending blobs, optionally only one agent's. Cost
-  is flat in workspace size: no scan of the working tree, ever.
+  unborn branch) plus the pending blobs, optionally only one agent's. Only
+  the directories on changed paths are read and rewritten, straight in the
+  object database: no scan of the working tree and no index (a private
+  ``GIT_INDEX_FILE`` was measured first; git rewrites and re-hashes the whole
+  index twice per commit, so its cost grew with workspace size).
 * The commit's parent is the previous checkpoint (at first the user's HEAD
   commit), so ``git log`` shows what the session built on. The message ends
   with trailers: ``Pliny-Session``, ``Pliny-Checkpoint``, ``Pliny-Seq`` plus
@@ -41,15 +43,14 @@ How it works:
   ``<state_dir>/preimages/``) is what a rollback to an earlier point brings
   back. ``.git``, ``.pliny/`` and the audit directory are never written.
 
-Commits are serialized with a lock; each ref update is one atomic git
-transaction that also checks the session head did not move under us.
+Commits are serialized with a lock. Objects are written before any ref
+moves, and each ref update is one atomic git transaction that also checks
+the session head did not move under us, so a kill at any point leaves either
+the old or the new checkpoint (plus, at worst, an unreferenced object).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,7 +67,7 @@ from pliny.checkpoint_refs import (
     session_ref,
 )
 from pliny.checkpoint_state import CheckpointState
-from pliny.errors import SystemFailure, UsageError
+from pliny.errors import UsageError
 from pliny.gitrepo import (
     Entry,
     GitRepo,
@@ -119,31 +120,31 @@ class CheckpointStore:
         self._files = WorkspaceFiles(
             self.workspace, self.state_dir, self.protected, self._git.blob_id
         )
-        self._index = self.state_dir / "checkpoints.index"
         self._state = CheckpointState.load_or_create(
             self.state_dir / "checkpoints.json", self._new_base
         )
         # One process per session (the session lock): any lock here is a dead writer's.
         self._git.clear_stale_ref_locks(f"{REF_ROOT}/{self.session}")
-        for litter in [*self.state_dir.glob("*.lock"), *self.state_dir.glob(".*.pliny-tmp")]:
+        for litter in self.state_dir.glob(".*.pliny-tmp"):
             litter.unlink(missing_ok=True)
         self._head = self._git.resolve_ref(self.head_ref)
         self._head_tree = self._git.tree_of(self._head) if self._head else self._state.base_tree
         self._seq = max((c.seq for c in self.list()), default=0)
         self._base_cache: dict[str, Entry] | None = None
-        self._sync_index()
+
+    def close(self) -> None:
+        """Stop the git helper processes GitPython keeps open (also done on exit)."""
+        self._git.repo.close()
+
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _new_base(self) -> tuple[str | None, str]:
         base = self._git.head_commit()
         return base, (self._git.tree_of(base) if base else self._git.empty_tree())
-
-    def _sync_index(self) -> None:
-        """Make the private index hold the head tree (repairs a crash mid-commit)."""
-        if self._index.exists():
-            with contextlib.suppress(SystemFailure):  # a torn or foreign index: rebuild it
-                if self._git.write_tree(self._index) == self._head_tree:
-                    return
-        self._git.read_tree(self._index, self._head_tree)
 
     # -- recording writes --------------------------------------------------
     @property
@@ -190,8 +191,8 @@ class CheckpointStore:
         rel = self._files.check_path(path)
         self.capture_preimage(rel)
         sha = self.record_write(rel, content, agent)
-        target = self._files.abs(rel)
-        atomic_write(target, content, 0o755 if self._files.git_mode(rel) == "100755" else 0o644)
+        mode = 0o755 if self._files.git_mode(rel) == "100755" else 0o644
+        atomic_write(self._files.abs(rel), content, mode, durable=False)
         return sha
 
     def _remember_preimage(self, rel: str, new: bytes | None) -> bool:
@@ -200,7 +201,7 @@ class CheckpointStore:
         if rel in st.managed or rel in st.preimages:
             return False
         disk = self._files.blob(rel)
-        base = self._base().get(rel)
+        base = self._git.entry_at(self._state.base_tree, rel)
         if disk == OTHER or disk == (base.sha if base else None):
             return False  # nothing of the user's to keep
         if new is not None and disk == self._git.blob_id(new):
@@ -237,25 +238,20 @@ class CheckpointStore:
                  (session_ref(self.session, name), commit, None)],
                 reason=f"pliny checkpoint {name}",
             )
-            os.replace(self._index.with_suffix(".next"), self._index)
             self._head, self._head_tree, self._seq = commit, tree, seq
             for path in chosen:
                 del self._state.pending[path]
-            self._state.save()
+            # Losing this save to a power cut only re-commits the same blobs later.
+            self._state.save(durable=False)
         rec = RefRecord(session_ref(self.session, name), commit, when, text)
         return info_from(self.session, rec, tuple(sorted(chosen)))
 
     def _make_commit(
         self, chosen: dict[str, dict[str, Any]], text: str, when: int
     ) -> tuple[str, str]:
-        """Tree and commit for head + ``chosen``, built in a copy of the private index."""
-        nxt = self._index.with_suffix(".next")
-        shutil.copyfile(self._index, nxt)  # the real index changes only once refs moved
-        if chosen:
-            self._git.update_index(nxt, {
-                p: Entry(e["mode"], e["blob"]) if e["blob"] else None for p, e in chosen.items()
-            })
-        tree = self._git.write_tree(nxt)
+        """Tree (head's + ``chosen``) and commit; nothing points at them yet."""
+        changes = {p: Entry(e["mode"], e["blob"]) if e["blob"] else None for p, e in chosen.items()}
+        tree = self._git.edit_tree(self._head_tree, changes) if changes else self._head_tree
         parent = self._head or self._state.base_commit
         return self._git.commit_tree(tree, parent, text, when), tree
 
@@ -306,7 +302,6 @@ class CheckpointStore:
                 reason=f"pliny rollback {name}",
             )
             self._head, self._head_tree = target.commit, self._git.tree_of(target.commit)
-            self._git.read_tree(self._index, self._head_tree)
             self._state.pending.clear()
             self._state.rollback = None
             self._state.save()

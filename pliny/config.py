@@ -55,6 +55,10 @@ class LocalModel(Strict):
     n_ctx: int = Field(8192, ge=512)
     n_threads: int | None = Field(None, ge=1)
     startup_timeout: float = Field(60, gt=0)
+    timeout: float = Field(600, gt=0, description="seconds per call (CPU generation is slow)")
+    max_tokens: int = Field(
+        384, ge=16, description="cap on any agent's max_tokens: small models ramble, CPUs are slow"
+    )
 
 
 class LLMSettings(Strict):

@@ -24,7 +24,9 @@ rather than letting them burn their timeouts inside the server's queue.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
+import json
 import os
 import queue
 import secrets
@@ -151,9 +153,9 @@ class EmbeddedServer:
         self._prepare_log_dir()
         for _attempt in range(3):  # a free port can be taken before the server binds it
             self._port = _free_port()
-            self._proc = _spawn(self._command(path), self._child_env(), self.log_path)
-            _register(self)
             try:
+                self._proc = _spawn(self._command(path), self._child_env(), self.log_path)
+                _register(self)
                 if self._wait_healthy():
                     return self
             except BaseException:  # a failed start or a Ctrl-C during it: no orphan
@@ -161,7 +163,7 @@ class EmbeddedServer:
                 raise
             self._shutdown(keep_log=True)
         raise SystemFailure("the embedded model server could not bind a free port "
-                            f"on {HOST}:\n{self._log_tail()}")
+                            f"on {HOST}:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 5 s; safe to call twice or from a signal handler."""
@@ -209,7 +211,7 @@ class EmbeddedServer:
         while time.monotonic() < deadline:
             code = self._proc.poll()
             if code is not None:
-                tail = self._log_tail()
+                tail = self.log_tail()
                 if "address already in use" in tail.lower():
                     return False
                 raise self._start_failure(f"exited with code {code} while starting", code)
@@ -225,19 +227,22 @@ class EmbeddedServer:
             f"{self.base_url}/models", headers={"Authorization": f"Bearer {self.api_key}"})
         try:
             with urllib.request.urlopen(request, timeout=2) as response:
-                return response.status == 200
-        except OSError:  # refused while loading, or a reset: keep polling
+                models = json.load(response).get("data", [])
+        except (OSError, ValueError):  # refused while loading, a reset: keep polling
             return False
+        # Ours, not whatever else grabbed the port between _free_port() and bind.
+        return any(m.get("id") == self.model_alias for m in models)
 
     def _start_failure(self, what: str, code: int | None) -> SystemFailure:
         hint = f"full log: {self.log_path}"
         if code == -signal.SIGILL:
             hint = f"llama-cpp-python was built for another CPU; rebuild it: {REBUILD_FIX}"
         return SystemFailure(
-            f"the embedded model server {what}; last lines of its log:\n{self._log_tail()}",
+            f"the embedded model server {what}; last lines of its log:\n{self.log_tail()}",
             hint=hint)
 
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
+        """The last lines the server wrote: why it failed to start or died."""
         try:
             lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path else []
         except OSError:
@@ -300,10 +305,8 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 class _Spawner:

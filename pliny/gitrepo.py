@@ -3,8 +3,9 @@
 Everything here works on *workspace-relative* POSIX paths: when the
 workspace is a sub-directory of a larger repository, ``prefix`` maps them to
 repository paths. Nothing in this module touches the user's HEAD, index or
-branches: trees are built in a private index file (``GIT_INDEX_FILE``) and
-commits only ever land on refs the caller names (``refs/pliny/...``).
+branches: trees are edited directly in the object database (only the
+directories on changed paths) and commits only ever land on refs the caller
+names (``refs/pliny/...``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from pliny.errors import SystemFailure, UsageError
+from pliny.gittree import Entry, TreeEditing
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Pliny",
@@ -40,14 +42,6 @@ _BUSY = {
 }
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\/]")
 MAX_REF_COMPONENT = 200  # loose refs are files; leave room for ".lock"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One file in a tree: git mode ("100644", "100755", ...) and blob id."""
-
-    mode: str
-    sha: str
 
 
 @dataclass(frozen=True)
@@ -97,7 +91,7 @@ def _first_line(text: str | bytes) -> str:
     return lines[0] if lines else "no message"
 
 
-class GitRepo:
+class GitRepo(TreeEditing):
     """The repository holding a workspace, with the plumbing checkpoints need."""
 
     def __init__(self, repo: Any, workspace: Path) -> None:
@@ -108,6 +102,7 @@ class GitRepo:
         self.prefix = "" if rel == "." else rel + "/"
         self.hash_name = self._object_format()
         self.zero = "0" * (64 if self.hash_name == "sha256" else 40)
+        self._trees: dict[str, dict[str, Entry]] = {}
 
     # -- opening -----------------------------------------------------------
     @classmethod
@@ -191,13 +186,17 @@ class GitRepo:
 
     def store_blob(self, data: bytes) -> str:
         """Write ``data`` into the object database and return its id."""
-        if self.hash_name != "sha1":  # gitdb writes sha1 loose objects only
-            return self.text("hash-object", "-w", "--stdin", input=data)
+        return self.store_object("blob", data)
+
+    def store_object(self, kind: str, data: bytes) -> str:
+        """Write a loose object in-process (gitdb); real git for sha256 repositories."""
+        if self.hash_name != "sha1":  # gitdb writes sha1 objects only
+            return self.text("hash-object", "-t", kind, "-w", "--stdin", input=data)
         from io import BytesIO
 
         from gitdb.base import IStream
 
-        stream = self.repo.odb.store(IStream("blob", len(data), BytesIO(data)))
+        stream = self.repo.odb.store(IStream(kind, len(data), BytesIO(data)))
         return stream.hexsha.decode() if isinstance(stream.hexsha, bytes) else stream.hexsha
 
     def read_blobs(self, shas: set[str]) -> dict[str, bytes]:
@@ -226,7 +225,7 @@ class GitRepo:
             return None
 
     def empty_tree(self) -> str:
-        return self.text("hash-object", "-t", "tree", "--stdin", input=b"")
+        return self.store_object("tree", b"")
 
     def tree_of(self, commit: str) -> str:
         return self.text("rev-parse", f"{commit}^{{tree}}")
@@ -248,23 +247,6 @@ class GitRepo:
             mode, _kind, sha = meta.decode().split()
             entries[path.decode("utf-8", "surrogateescape")] = Entry(mode, sha)
         return entries
-
-    # -- the private index ------------------------------------------------
-    def read_tree(self, index: Path, tree: str) -> None:
-        self.run("read-tree", tree, env={"GIT_INDEX_FILE": str(index)})
-
-    def write_tree(self, index: Path) -> str:
-        return self.text("write-tree", env={"GIT_INDEX_FILE": str(index)})
-
-    def update_index(self, index: Path, changes: dict[str, Entry | None]) -> None:
-        """Stage ``path -> entry`` (None removes the path) into a private index."""
-        lines = []
-        for path, entry in changes.items():
-            mode, sha = (entry.mode, entry.sha) if entry else ("0", self.zero)
-            lines.append(f"{mode} {sha}\t{self.prefix}{path}")
-        payload = "\0".join(lines).encode("utf-8", "surrogateescape") + b"\0"
-        self.run("update-index", "-z", "--index-info", input=payload,
-                 env={"GIT_INDEX_FILE": str(index)})
 
     # -- commits and refs --------------------------------------------------
     def commit_tree(self, tree: str, parent: str | None, message: str, when: int) -> str:
@@ -330,8 +312,12 @@ def parse_trailers(message: str) -> dict[str, str]:
     return trailers
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``path`` so a crash leaves the old or the new file, never a torn one."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Write ``path`` so a crash leaves the old or the new file, never a torn one.
+
+    ``durable`` also fsyncs the directory, so the new file survives a power cut
+    (a kill -9 never loses it either way: the page cache outlives the process).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.pliny-tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -339,13 +325,14 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            os.fsync(fh.fileno())  # the rename must never expose a file without its data
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

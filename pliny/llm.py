@@ -103,7 +103,11 @@ class LLMGateway:
         self.budget = budget
         self.breakers = breakers
         self.host = host_of(endpoint.base_url or "https://api.openai.com/v1")
-        timeout = settings.execution.timeouts.llm_call or settings.llm.timeout
+        local = endpoint.kind == "local"
+        timeout = settings.execution.timeouts.llm_call or (
+            settings.llm.local.timeout if local else settings.llm.timeout
+        )
+        self._max_tokens_cap = settings.llm.local.max_tokens if local else None
         # max_retries=0: Pliny's category policy is the only retry, so every
         # attempt is visible in the audit log.
         self.client = AsyncOpenAI(
@@ -157,7 +161,8 @@ class LLMGateway:
             "model": model,
             "messages": messages,
             "temperature": self.settings.llm.temperature if temperature is None else temperature,
-            "max_tokens": max_tokens or self.settings.llm.max_tokens,
+            "max_tokens": min(max_tokens or self.settings.llm.max_tokens,
+                              self._max_tokens_cap or 1 << 30),
         }
         if tools:
             request["tools"] = tools

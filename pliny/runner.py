@@ -117,7 +117,8 @@ async def _run_locked(
     from pliny.audit import AuditLog
 
     previous = state.status
-    crashed = previous == "in_progress"  # we hold the lock, so its owner died
+    # load() reports a dead owner's "in_progress" as "crashed"; a new session has no runs yet.
+    crashed = state.started_runs > 0 and previous in ("in_progress", "crashed")
     state.status, state.pid, state.error = "in_progress", os.getpid(), None
     state.started_runs += 1
     store.save(state)
@@ -125,6 +126,8 @@ async def _run_locked(
     audit_path = opts.workspace / settings.audit.dir / f"{state.id}.jsonl"
     audit = AuditLog(audit_path, fsync=settings.audit.fsync, group_commit_ms=settings.audit.group_commit_ms)
     bus.subscribe(audit)
+    for listener in opts.listeners:  # before the first event, so callers see session_started
+        bus.subscribe(listener)
     started = time.monotonic()
     async with AsyncExitStack() as stack:
         stack.callback(audit.close)
@@ -244,8 +247,6 @@ def _attach_listeners(
         workspace.on_write.append(listener.record_write)
         bus.subscribe(listener)
     bus.subscribe(_PhaseTracker(SessionStore(opts.workspace), state))
-    for listener in opts.listeners:
-        bus.subscribe(listener)
 
 
 async def _gateway(

@@ -45,7 +45,7 @@ class Workspace:
         if not isinstance(path, str) or not path.strip():
             raise ToolError("path must be a non-empty string", code="PLINY-TOOL-BAD-PATH")
         raw = PurePosixPath(path.strip())
-        if raw.is_absolute() or path.startswith(("/", "\\")) or ":" in raw.parts[0]:
+        if raw.is_absolute() or path.startswith(("/", "\\")) or (raw.parts and ":" in raw.parts[0]):
             raise ToolError(f"{path}: absolute paths are not allowed", code="PLINY-TOOL-ESCAPE")
         if ".." in raw.parts:
             raise ToolError(f"{path}: '..' is not allowed", code="PLINY-TOOL-ESCAPE")
@@ -54,9 +54,10 @@ class Workspace:
         if target != root and root not in target.parents:
             raise ToolError(f"{path}: resolves outside the workspace", code="PLINY-TOOL-ESCAPE")
         rel = target.relative_to(root).as_posix() if target != root else "."
-        first = rel.split("/", 1)[0]
-        if first in self.protected:
-            raise ToolError(f"{path}: {first}/ is off limits", code="PLINY-TOOL-PROTECTED")
+        parts = rel.split("/")
+        if parts[0] in self.protected or ".git" in parts:  # nested repos: hooks run code
+            name = parts[0] if parts[0] in self.protected else ".git"
+            raise ToolError(f"{path}: {name}/ is off limits", code="PLINY-TOOL-PROTECTED")
         if for_write and (target == root or target.is_dir()):
             raise ToolError(f"{path}: is a directory", code="PLINY-TOOL-BAD-PATH")
         return target, rel
@@ -139,6 +140,8 @@ class Workspace:
             return ToolResult(False, f"error: bad arguments: {exc}", str(exc))
         except OSError as exc:
             return ToolResult(False, f"error: {exc.strerror or exc}", str(exc))
+        except Exception as exc:  # noqa: BLE001 - a tool bug must not kill the agent
+            return ToolResult(False, f"error: {type(exc).__name__}: {exc}", str(exc))
 
 
 _TOOLS: dict[str, Callable[..., str]] = {

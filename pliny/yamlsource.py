@@ -149,7 +149,8 @@ def format_validation_error(exc: Any, source: Sourced, model_name: str = "") -> 
     lines = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
-        where = source.marks.get((*loc, "__key__")) if err["type"] == "extra_forbidden" else None
+        on_key = err["type"] == "extra_forbidden" or "[key]" in err["loc"]
+        where = source.marks.get((*loc, "__key__")) if on_key else None
         where = where or source.mark_for(loc)
         path = ".".join(str(p) for p in loc) or model_name or "(document)"
         lines.append(f"{where}: {path}: {_describe(err)}")

@@ -70,6 +70,14 @@ def test_unknown_future_types_and_fields_are_kept(tmp_path: Path) -> None:
     assert verify(path).ok
 
 
+def test_odd_text_is_written_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    texts = ["naïve ☃ 日本", 'line\nbreak "quoted" \\ back', "lone \ud800 surrogate", ""]
+    write(path, [Error(message=t) for t in texts])
+    assert [e.message for e in read_events(path)] == texts
+    assert verify(path).ok and len(lines(path)) == 4
+
+
 def test_each_event_is_one_line_with_chain_fields(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     write(path, [PhaseStarted(phase="p"), llm_call(1), SessionCompleted()])

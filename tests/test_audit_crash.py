@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
 
 def _run_and_kill(path: Path, policy: str, min_acks: int, rng: random.Random) -> list[int]:
     """Start the writer, SIGKILL it after ``min_acks``+random acks; all acked seqs."""
-    stop_after = min_acks + rng.randrange(0, 400)
+    stop_after = min_acks + rng.randrange(0, 200)
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), policy],
         stdout=subprocess.PIPE,

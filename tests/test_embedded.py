@@ -140,11 +140,13 @@ def test_stop_closes_the_port_kills_the_process_and_is_idempotent() -> None:
 
 PARENT = """
 import sys, threading, time
+from pathlib import Path
 from pliny.config import LocalModel
 from pliny.embedded import EmbeddedServer
 
 def start():
-    print(EmbeddedServer(LocalModel(n_ctx=1024)).start().pid, flush=True)
+    server = EmbeddedServer(LocalModel(n_ctx=1024), log_dir=Path(sys.argv[1]))
+    print(server.start().pid, flush=True)
 
 # Started from a short-lived thread: PDEATHSIG must still follow the process.
 worker = threading.Thread(target=start)
@@ -157,7 +159,8 @@ time.sleep(120)
 def _parent_with_server(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(PARENT))
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "log")],
+                              stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     line = parent.stdout.readline()
     assert line.strip().isdigit(), f"parent did not report a server pid (rc={parent.poll()})"

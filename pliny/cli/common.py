@@ -33,7 +33,8 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 def run_guarded(app: typer.Typer) -> int:
     """Run the CLI; a PlinyError becomes one line on stderr and its exit code."""
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False makes click *return* a typer.Exit code.
+        code = app(standalone_mode=False)
     except PlinyError as exc:
         for line in str(exc).splitlines() or [exc.code]:
             typer.echo(f"pliny: error: {line}", err=True)
@@ -53,4 +54,4 @@ def run_guarded(app: typer.Typer) -> int:
             exc.show()
             return EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,144 @@
+"""`pliny rollback` and `pliny execute --rerun`, through the real CLI on a real git workspace.
+
+One completed R-I-S-E run (fake server, real subprocess) is made once per module and copied
+for each test. Rollback must restore the files of that checkpoint, leave the user's files
+alone, refuse (changing nothing) when the user edited a file Pliny manages unless --force,
+and let `session resume` finish again from the journal without asking the model anything.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.crashkit import (
+    SESSION,
+    USER_FILES,
+    agent_of,
+    completed_run,
+    events,
+    git,
+    listed_status,
+    outputs,
+    run,
+    script,
+)
+from tests.fakeserver import FakeServer
+
+pytestmark = pytest.mark.timeout(120)
+RUNS = f"pliny-runs/{SESSION}"
+RESEARCH = [f"{RUNS}/research/{a}.md" for a in ("research-code", "research-docs", "research-task")]
+LATER = [f"{RUNS}/identify/findings.md", f"{RUNS}/synthesize/planner.md",
+         f"{RUNS}/execute/executor.md", "DELIVERABLE.md", "src/health.py"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeServer]:
+    with FakeServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def completed(server: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = tmp_path_factory.mktemp("completed") / "ws"
+    ws.mkdir()
+    return completed_run(ws, server, "phase")
+
+
+@pytest.fixture
+def ws(completed: Path, server: FakeServer, tmp_path: Path) -> Path:
+    """A private copy of the completed workspace; the server is fresh and scripted."""
+    copy = tmp_path / "ws"
+    shutil.copytree(completed, copy, symlinks=True)
+    server.reset()
+    script(server)
+    return copy
+
+
+def everything(ws: Path) -> dict[str, bytes]:
+    """Every file, .git and .pliny included: for "nothing changed" checks."""
+    return {p.relative_to(ws).as_posix(): p.read_bytes() for p in ws.rglob("*") if p.is_file()}
+
+
+def test_rollback_restores_files_and_resume_replays_the_rest(
+    ws: Path, completed: Path, server: FakeServer
+) -> None:
+    original = outputs(completed)
+    done = run(ws, server, "rollback", "after-research")
+    assert done.returncode == 0, done.stderr
+    now = outputs(ws)
+    assert all(now[p] == original[p] for p in RESEARCH)
+    assert [p for p in LATER if p in now] == []
+    assert all(now[p] == original[p] for p in USER_FILES)
+    assert listed_status(ws, server) == "paused"
+    assert [e["name"] for e in events(ws) if e["type"] == "rollback"] == ["after-research"]
+
+    before = len(events(ws))
+    resumed = run(ws, server, "session", "resume", SESSION)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert listed_status(ws, server) == "completed"
+    assert outputs(ws) == original
+    assert server.count() == 0, "nothing changed, so every answer must come from the journal"
+    calls = [e for e in events(ws)[before:] if e["type"] == "llm_call"]
+    assert {e["agent"] for e in calls} == {"findings", "planner", "executor"}
+    assert all(e["replayed"] for e in calls)
+    assert run(ws, server, "audit", "verify", SESSION).returncode == 0
+    assert git(ws, "fsck", "--strict", "--no-progress", check=False).returncode == 0
+
+
+@pytest.mark.parametrize("edited", [f"{RUNS}/research/research-code.md", "DELIVERABLE.md"])
+def test_rollback_refuses_when_the_user_edited_a_managed_file(ws: Path, server: FakeServer,
+                                                              edited: str) -> None:  # fmt: skip
+    (ws / edited).write_text("my own edit\n")
+    (ws / "NOTES.md").write_text("the user's notes, never written by Pliny\n")
+    snapshot = everything(ws)
+    refused = run(ws, server, "rollback", "after-research")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2
+    assert len(lines) == 1 and edited in lines[0] and "--force" in lines[0], lines
+    assert everything(ws) == snapshot, "a refused rollback changed files"
+    assert listed_status(ws, server) == "completed"
+
+
+def test_rollback_force_overwrites_the_edit_but_not_user_files(
+    ws: Path, completed: Path, server: FakeServer
+) -> None:
+    managed = f"{RUNS}/research/research-code.md"
+    (ws / managed).write_text("my own edit\n")
+    (ws / "NOTES.md").write_text("the user's notes\n")
+    (ws / "src" / "app.py").write_text("# user's uncommitted change\n")
+    forced = run(ws, server, "rollback", "after-research", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (ws / managed).read_bytes() == (completed / managed).read_bytes()
+    assert (ws / "NOTES.md").read_text() == "the user's notes\n"
+    assert (ws / "src" / "app.py").read_text() == "# user's uncommitted change\n"
+    assert not (ws / "DELIVERABLE.md").exists()
+    assert git(ws, "status", "--porcelain").stdout.count("src/app.py") == 1  # still the user's
+
+
+def test_rerun_reasks_the_agent_and_its_dependents_only(ws: Path, completed: Path,
+                                                        server: FakeServer) -> None:  # fmt: skip
+    """--rerun findings: findings asks the model again (a new answer here), so do planner and
+    executor whose prompts now differ; the researchers are not asked again."""
+    server.reset()
+    server.script(system="lead analyst", reply="NEW FINDINGS: the health check must be cheap.")
+    script(server)
+    before = len(events(ws))
+    proc = run(ws, server, "execute", "--rerun", "findings")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    asked = [agent_of(r.body) for r in server.requests]
+    assert asked == ["findings", "planner", "executor", "executor"], asked
+    new = events(ws)[before:]
+    research = [e for e in new if e["type"] == "llm_call" and e["agent"].startswith("research")]
+    assert all(e["replayed"] for e in research)
+    assert "NEW FINDINGS" in (ws / RUNS / "identify" / "findings.md").read_text()
+    assert (ws / "DELIVERABLE.md").read_bytes() != (completed / "DELIVERABLE.md").read_bytes()
+    for path in RESEARCH:
+        assert (ws / path).read_bytes() == (completed / path).read_bytes()
+    assert listed_status(ws, server) == "completed"
+    shown = json.loads(run(ws, server, "session", "show", SESSION, "--json").stdout)
+    assert shown["session"]["status"] == "completed"
