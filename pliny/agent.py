@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pliny.errors import ToolError, ValidationFailure
-from pliny.events import EventBus, Retry, ToolCall
+from pliny.events import EventBus, LLMCall, Retry, ToolCall
 from pliny.framework import PLACEHOLDER, Agent, Framework
 from pliny.llm import CallContext, LLMGateway
 from pliny.tools import Workspace, openai_tools, timed_call
@@ -39,6 +39,7 @@ class AgentRun:
     bus: EventBus
     session: str
     use_tools: bool
+    cache: Any = None  # pliny.cache.ResultCache when an agent or phase opts in
 
 
 def render(template: str, context: dict[str, Any]) -> str:
@@ -128,10 +129,16 @@ async def run_agent(
         {"role": "user", "content": prompt},
     ]
     written: list[str] = []
+    key, ttl = _cache_key(run, phase_name, agent, messages)
+    if key and not ctx.fresh and (hit := run.cache.get(key)) is not None:
+        return _from_cache(run, phase_name, agent, ctx, key, hit, written)
     text = await _converse(run, agent, ctx, messages, written)
     data = None
     if agent.output_schema:
         text, data = await _validated(run, agent, ctx, messages, text)
+    if key:
+        run.cache.put(key, {"text": text, "data": data}, ttl, agent=agent.name,
+                      model=agent.model or run.gateway.endpoint.model)  # fmt: skip
     output_path = _save_outputs(run, phase_name, agent, text, data, written, ctx.cycle)
     return {
         "status": "done",
@@ -142,6 +149,40 @@ async def run_agent(
         "cycle": ctx.cycle,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
     }
+
+
+def _cache_key(
+    run: AgentRun, phase_name: str, agent: Agent, messages: list[dict[str, Any]]
+) -> tuple[str | None, float | None]:
+    """The opt-in result cache's key: agent spec, rendered prompt, model."""
+    if run.cache is None:
+        return None, None
+    from pliny.cache import ttl_for
+
+    ttl = ttl_for(run.framework.phase(phase_name), agent)
+    if not ttl:
+        return None, None
+    llm = run.settings.llm
+    spec = agent.model_dump(mode="json") | {
+        "temperature": llm.temperature if agent.temperature is None else agent.temperature,
+        "max_tokens": agent.max_tokens or llm.max_tokens,
+        "tools_offered": bool(agent.tools and run.use_tools),
+    }
+    return run.cache.key(spec, messages, agent.model or run.gateway.endpoint.model), ttl
+
+
+def _from_cache(
+    run: AgentRun, phase_name: str, agent: Agent, ctx: CallContext, key: str,
+    hit: dict[str, Any], written: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    """A cache hit: audited as a zero-cost call, outputs rewritten from the stored answer."""
+    run.bus.emit(LLMCall(phase=phase_name, agent=agent.name,
+                         model=agent.model or run.gateway.endpoint.model,
+                         endpoint=run.gateway.host, cost_usd=0.0, cache_hit=True, attempt=0,
+                         request_hash=key))  # fmt: skip
+    path = _save_outputs(run, phase_name, agent, hit["text"], hit["data"], written, ctx.cycle)
+    return {"status": "done", "text": hit["text"], "data": hit["data"], "output_path": path,
+            "files": written, "cycle": ctx.cycle, "duration_ms": 0.0, "cached": True}  # fmt: skip
 
 
 async def _converse(

@@ -158,9 +158,15 @@ class ModelPrice(Strict):
     cached_input: float | None = Field(None, ge=0, description="USD per 1M cached input tokens")
 
 
+AlertMetric = Literal[
+    "cost_usd", "tokens", "llm_calls", "errors", "retries", "error_rate", "agent_failures",
+    "phase_duration_s",
+]  # fmt: skip
+
+
 class AlertRule(Strict):
     name: str | None = None
-    metric: str
+    metric: AlertMetric
     operator: Literal["gt", "lt", "gte", "lte", "eq"]
     threshold: float
     duration: Seconds = None

@@ -122,7 +122,8 @@ class Engine:
             bus.emit(AgentCompleted(phase=phase.name, agent=agent.name,
                                     duration_ms=round((time.perf_counter() - started) * 1000, 1),
                                     output_path=result["output_path"],
-                                    files_written=result["files"]))  # fmt: skip
+                                    files_written=result["files"],
+                                    reused=bool(result.get("cached"))))  # fmt: skip
             return {"results": {agent.name: result}}
 
         return node

@@ -114,3 +114,29 @@ async def prepare_rerun(store: SessionStore, state: SessionState, agents: list[s
     earliest = min(forks, key=snapshots.index)
     state.fork_from = earliest.config["configurable"]["checkpoint_id"]
     state.fresh_agents = sorted(set(agents))
+
+
+async def prepare_from_phase(store: SessionStore, state: SessionState, fw: Any, phase: str) -> None:
+    """Fork where ``phase`` was last entered; it and everything after it asks afresh."""
+    snapshots = await _history(store, state)
+    cycles = snapshots[-1].values.get("cycles", {}) if snapshots else {}
+    snap = _phase_entered(snapshots, phase, cycles.get(phase, 0)) if cycles.get(phase) else None
+    if snap is None:
+        raise UsageError(
+            f"--from-phase {phase}: session {state.id!r} has no recorded run reaching {phase!r} "
+            "(run the earlier phases first, e.g. with --until-phase)"
+        )
+    downstream = _reachable(fw, phase)
+    state.fork_from = snap.config["configurable"]["checkpoint_id"]
+    state.fresh_agents = sorted(a.name for p in fw.phases if p.name in downstream for a in p.agents)
+
+
+def _reachable(fw: Any, start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        node = todo.pop()
+        for src, dst, _ in fw.edges():
+            if src == node and dst not in seen and dst != "end":
+                seen.add(dst)
+                todo.append(dst)
+    return seen

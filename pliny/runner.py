@@ -50,6 +50,9 @@ class RunOptions:
     rerun: list[str] = field(default_factory=list)
     listeners: list[Callable[[Event], None]] = field(default_factory=list)
     env: dict[str, str] | None = None
+    metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1 while running
+    from_phase: str | None = None  # re-run from this phase, reusing earlier phases' results
+    until_phase: str | None = None  # stop (status paused) after this phase completes
 
 
 @dataclass
@@ -72,6 +75,10 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
         state = store.resolve(opts.session_id)
     overrides = {**(state.options.get("overrides", {}) if state else {}), **opts.overrides}
     settings = load_settings(opts.workspace, opts.config_path, overrides)
+    if settings.alerts:
+        from pliny.alerts import validate_rules
+
+        validate_rules(settings.alerts)
     name = opts.framework or (state.framework if state else None) or "rise"
     if state and state.framework and opts.framework and opts.framework != state.framework:
         raise fwmod.UsageError(
@@ -86,6 +93,10 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
             framework.agent(agent)
         except KeyError:
             raise fwmod.UsageError(f"--rerun: unknown agent {agent!r}") from None
+    for flag, phase in (("--from-phase", opts.from_phase), ("--until-phase", opts.until_phase)):
+        if phase is not None and phase not in [p.name for p in framework.phases]:
+            known = ", ".join(p.name for p in framework.phases)
+            raise fwmod.UsageError(f"{flag}: unknown phase {phase!r} (phases: {known})")
     if state is None:
         state = store.create(opts.name or task[:60], opts.session_id)
     state.framework, state.task = name, task
@@ -98,13 +109,25 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
 
 
 async def execute(opts: RunOptions) -> Outcome:
-    settings, store, state, framework = prepare(opts)
-    with store.lock(state.id):
-        if opts.rerun:
-            from pliny.rollback import prepare_rerun
+    from pliny.metrics import Metrics
 
-            await prepare_rerun(store, state, opts.rerun)
-        return await _run_locked(opts, settings, store, state, framework)
+    metrics = Metrics()
+    # Bound before anything is written: a busy port is bad input that changes nothing.
+    server = metrics.serve(opts.metrics_port) if opts.metrics_port is not None else None
+    try:
+        settings, store, state, framework = prepare(opts)
+        with store.lock(state.id):
+            if opts.rerun or opts.from_phase:
+                from pliny.rollback import prepare_from_phase, prepare_rerun
+
+                if opts.from_phase:
+                    await prepare_from_phase(store, state, framework, opts.from_phase)
+                else:
+                    await prepare_rerun(store, state, opts.rerun)
+            return await _run_locked(opts, settings, store, state, framework, metrics)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 async def _run_locked(
@@ -113,8 +136,9 @@ async def _run_locked(
     store: SessionStore,
     state: SessionState,
     framework: fwmod.Framework,
+    metrics: Any,
 ) -> Outcome:
-    from pliny.audit import AuditLog
+    from pliny.audit import AuditLog, read_events
 
     previous = state.status
     # load() reports a dead owner's "in_progress" as "crashed"; a new session has no runs yet.
@@ -126,6 +150,8 @@ async def _run_locked(
     audit_path = opts.workspace / settings.audit.dir / f"{state.id}.jsonl"
     audit = AuditLog(audit_path, fsync=settings.audit.fsync, group_commit_ms=settings.audit.group_commit_ms)
     bus.subscribe(audit)
+    metrics.prime(read_events(audit_path))  # totals cover the whole session after a resume
+    bus.subscribe(metrics)
     for listener in opts.listeners:  # before the first event, so callers see session_started
         bus.subscribe(listener)
     started = time.monotonic()
@@ -139,10 +165,16 @@ async def _run_locked(
         else:
             bus.emit(SessionResumed(from_status="crashed" if crashed else previous, pid=os.getpid()))
         try:
-            results = await _run_engine(opts, settings, store, state, framework, bus, stack)
+            results, stopped_at = await _run_engine(opts, settings, store, state, framework, bus, stack)
         except BaseException as exc:  # noqa: BLE001 - every ending is recorded, then re-raised or mapped
             return _ended(store, state, bus, exc)
-        state.status, state.fork_from, state.fresh_agents = "completed", None, []
+        state.fork_from, state.fresh_agents = None, []
+        if stopped_at:
+            state.status = "paused"
+            store.save(state)
+            bus.emit(SessionPaused(reason=f"stopped after phase {stopped_at} (--until-phase)"))
+            return Outcome(state, "paused", None, results, 0)
+        state.status = "completed"
         store.save(state)
         bus.emit(SessionCompleted(duration_ms=round((time.monotonic() - started) * 1000, 1)))
         return Outcome(state, "completed", None, results, 0)
@@ -174,24 +206,29 @@ async def _run_engine(
     framework: fwmod.Framework,
     bus: EventBus,
     stack: AsyncExitStack,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str | None]:
+    """Run the graph; returns the results and the phase it stopped after (--until-phase)."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from pliny.engine import Engine
+    from pliny.engine import Engine, join_node
     from pliny.journal import Journal
 
     session_dir = store.dir(state.id)
     workspace = Workspace(opts.workspace, protected=(".git", ".pliny", settings.audit.dir))
     _attach_listeners(opts, settings, state, bus, workspace, stack)
+    if settings.alerts:
+        await _start_alerts(opts, settings, state, bus, stack)
     gateway = await _gateway(opts, settings, state, bus, session_dir, stack)
     run = AgentRun(framework, settings, gateway, workspace, bus, state.id,
-                   use_tools=_use_tools(settings, gateway))  # fmt: skip
+                   use_tools=_use_tools(settings, gateway),
+                   cache=_open_cache(opts.workspace, framework, stack))  # fmt: skip
     parallel = state.options.get("parallel", settings.execution.parallel)
     engine = Engine(framework, run, parallel=parallel, fresh=set(state.fresh_agents))
     saver = await stack.enter_async_context(
         AsyncSqliteSaver.from_conn_string(str(session_dir / "graph.sqlite"))
     )
-    graph = engine.build().compile(checkpointer=saver)
+    stop = [join_node(opts.until_phase)] if opts.until_phase else None
+    graph = engine.build().compile(checkpointer=saver, interrupt_after=stop)
     config: dict[str, Any] = {
         "configurable": {"thread_id": state.id},
         "max_concurrency": settings.execution.max_concurrency,
@@ -204,7 +241,7 @@ async def _run_engine(
     elif snapshot.next:
         graph_input = None  # unfinished: continue where it stopped
     elif snapshot.values.get("trail"):
-        return snapshot.values.get("results", {})  # already complete
+        return snapshot.values.get("results", {}), None  # already complete
     else:
         graph_input = {"task": state.task}
     stack.callback(Journal.close, run.gateway.journal) if run.gateway.journal else None
@@ -215,7 +252,9 @@ async def _run_engine(
     except TimeoutError:
         raise SystemFailure(f"session timed out after {timeout:g}s", code="PLINY-TIMEOUT-SESSION",
                             recoverable=True, hint="`pliny session resume` continues it") from None  # fmt: skip
-    return final.get("results", {})
+    if opts.until_phase and (await graph.aget_state(config)).next:
+        return final.get("results", {}), opts.until_phase
+    return final.get("results", {}), None
 
 
 @dataclass
@@ -298,6 +337,38 @@ async def _start_embedded(settings: Settings, endpoint: Any, stack: AsyncExitSta
     sync_stack.enter_context(server)
     stack.callback(sync_stack.close)
     return endpoint.served_at(server.base_url, server.api_key)
+
+
+async def _start_alerts(
+    opts: RunOptions, settings: Settings, state: SessionState, bus: EventBus, stack: AsyncExitStack
+) -> None:
+    import contextlib
+
+    from pliny.alerts import AlertMonitor, watch_loop
+    from pliny.audit import read_events
+
+    monitor = AlertMonitor(settings.alerts, emit=bus.emit, session=state.id)
+    monitor.prime(read_events(opts.workspace / settings.audit.dir / f"{state.id}.jsonl"))
+    bus.subscribe(monitor)
+    ticker = asyncio.create_task(watch_loop(monitor, 1.0))  # phases that hang emit nothing
+
+    async def stop() -> None:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        monitor.close(wait=0)
+
+    stack.push_async_callback(stop)
+
+
+def _open_cache(workspace: Path, framework: fwmod.Framework, stack: AsyncExitStack) -> Any:
+    if not any(p.cache or any(a.cache for a in p.agents) for p in framework.phases):
+        return None
+    from pliny.cache import ResultCache, cache_path
+
+    cache = ResultCache(cache_path(workspace))
+    stack.callback(cache.close)
+    return cache
 
 
 def _use_tools(settings: Settings, gateway: Any) -> bool:

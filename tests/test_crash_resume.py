@@ -188,7 +188,7 @@ def test_second_run_is_refused_while_running(
     """The session lock: a second `execute`/`resume` on a running session is refused with one
     line and exit 2, and the first run finishes undisturbed."""
     ref = reference("agent")
-    ws, proc, ledger = start(tmp_path, server, "agent", latency_ms=500)
+    ws, proc, ledger = start(tmp_path, server, "agent", latency_ms=1000)
     try:
         assert server.wait_for(1, timeout=60)
         assert listed_status(ws, server) == "in_progress"

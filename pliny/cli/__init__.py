@@ -12,7 +12,16 @@ import sys
 import typer
 
 from pliny import __version__
-from pliny.cli import audit, checkpoint, config_cmd, doctor, frameworks, session
+from pliny.cli import (
+    audit,
+    checkpoint,
+    config_cmd,
+    doctor,
+    frameworks,
+    metrics_cmd,
+    session,
+    watch,
+)
 from pliny.cli.common import run_guarded
 from pliny.cli.run import register as register_run
 
@@ -42,6 +51,8 @@ def _root(
 
 register_run(app)
 doctor.register(app)
+watch.register(app)
+metrics_cmd.register(app)
 app.command("rollback")(checkpoint.rollback)
 app.add_typer(session.app, name="session")
 app.add_typer(checkpoint.app, name="checkpoint")

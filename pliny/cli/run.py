@@ -26,6 +26,9 @@ def execute(
     config: Path = typer.Option(None, "--config", "-c", help="Config YAML (default: ./pliny.yaml)."),
     rerun: list[str] = typer.Option(None, "--rerun", help="Re-run this agent and what depends on it."),
     timeout: str = typer.Option(None, "--timeout", help="Stop the whole run after this long (e.g. 10m)."),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT."),
+    from_phase: str = typer.Option(None, "--from-phase", help="Re-run from this phase, reusing earlier results."),
+    until_phase: str = typer.Option(None, "--until-phase", help="Stop (paused) after this phase."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
     workspace: Path = WorkspaceOpt,
 ) -> None:
@@ -42,6 +45,7 @@ def execute(
         json_out,
         framework=framework, task=task, session_id=session, name=name, config_path=config,
         overrides=overrides, model=model, parallel=parallel, rerun=list(rerun or []),
+        metrics_port=metrics_port, from_phase=from_phase, until_phase=until_phase,
     )  # fmt: skip
     raise typer.Exit(code)
 
@@ -58,6 +62,13 @@ def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
     settings, store, state, framework = runner.prepare(opts)  # bad input fails here, untouched
     opts.session_id = state.id
     progress = Progress.for_framework(load(state.framework or "rise"))
+    log = workspace / settings.audit.dir / f"{state.id}.jsonl"
+    if log.exists():  # a resumed session: show the whole session, not just this run
+        from pliny.audit import read_events
+
+        for event in read_events(log):
+            progress(event)
+        progress.status = "in_progress"
     opts.listeners.append(progress)
     view = _LiveView(progress, f"{framework.title or framework.name} · {state.id}", json_out)
     opts.listeners.append(view)
