@@ -103,6 +103,7 @@ class GitRepo(TreeEditing):
         self.hash_name = self._object_format()
         self.zero = "0" * (64 if self.hash_name == "sha256" else 40)
         self._trees: dict[str, dict[str, Entry]] = {}
+        self._loose: Any = None  # gitdb LooseObjectDB, made on first write
 
     # -- opening -----------------------------------------------------------
     @classmethod
@@ -189,14 +190,21 @@ class GitRepo(TreeEditing):
         return self.store_object("blob", data)
 
     def store_object(self, kind: str, data: bytes) -> str:
-        """Write a loose object in-process (gitdb); real git for sha256 repositories."""
-        if self.hash_name != "sha1":  # gitdb writes sha1 objects only
+        """Write a loose object in-process with gitdb (no subprocess per object).
+
+        GitPython's own odb.store runs ``git hash-object`` each time; sha256
+        repositories (which gitdb cannot write) go that way too.
+        """
+        if self.hash_name != "sha1":
             return self.text("hash-object", "-t", kind, "-w", "--stdin", input=data)
         from io import BytesIO
 
         from gitdb.base import IStream
+        from gitdb.db.loose import LooseObjectDB
 
-        stream = self.repo.odb.store(IStream(kind, len(data), BytesIO(data)))
+        if self._loose is None:
+            self._loose = LooseObjectDB(str(Path(self.repo.common_dir) / "objects"))
+        stream = self._loose.store(IStream(kind, len(data), BytesIO(data)))
         return stream.hexsha.decode() if isinstance(stream.hexsha, bytes) else stream.hexsha
 
     def read_blobs(self, shas: set[str]) -> dict[str, bytes]:

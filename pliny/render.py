@@ -97,8 +97,12 @@ def _q(text: str) -> str:
 
 
 def to_dot(data: dict[str, Any]) -> str:
+    title = data["title"] or data["framework"]
+    if "totals" in data:
+        t = data["totals"]
+        title += f" · {data['status']} · {t['calls']} calls · {t['tokens']:,} tokens · ${t['cost_usd']:.4f}"
     out = ["digraph pliny {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
-           f"  label={_q(data['title'] or data['framework'])}; labelloc=t;"]  # fmt: skip
+           f"  label={_q(title)}; labelloc=t;"]  # fmt: skip
     for phase in data["phases"]:
         state = phase.get("state", "pending")
         out.append(f"  subgraph {_q('cluster_' + phase['name'])} {{")
@@ -106,7 +110,9 @@ def to_dot(data: dict[str, Any]) -> str:
         out.append(f"    style=filled; fillcolor={_q(FILL[state])}; color={_q(COLORS[state])};")
         for agent in phase["agents"]:
             a_state = agent.get("state", "pending")
-            out.append(f"    {_q(agent['name'])} [fillcolor={_q(FILL[a_state])}, color={_q(COLORS[a_state])}];")
+            label = agent["name"] + (f"\\n{agent['tokens']:,} tok" if agent.get("tokens") else "")
+            out.append(f"    {_q(agent['name'])} [label={_q(label).replace(chr(92) * 2, chr(92))}, "
+                       f"fillcolor={_q(FILL[a_state])}, color={_q(COLORS[a_state])}];")  # fmt: skip
         out.append("  }")
     out.append(f"  {_q(END)} [shape=doublecircle, fillcolor=\"#eeeeee\"];")
     first = {p["name"]: p["agents"][-1]["name"] for p in data["phases"]}

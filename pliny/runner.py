@@ -98,6 +98,10 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
             known = ", ".join(p.name for p in framework.phases)
             raise fwmod.UsageError(f"{flag}: unknown phase {phase!r} (phases: {known})")
     if state is None:
+        if settings.sessions.state_retention:
+            from pliny.sessionview import clean
+
+            clean(opts.workspace, False, settings.sessions.state_retention, False)
         state = store.create(opts.name or task[:60], opts.session_id)
     state.framework, state.task = name, task
     state.options["overrides"] = overrides

@@ -22,10 +22,13 @@ from bench.crashkit import (
     completed_run,
     events,
     git,
+    kill,
     listed_status,
     outputs,
     run,
     script,
+    spawn,
+    wait_until,
 )
 from tests.fakeserver import FakeServer
 
@@ -142,3 +145,45 @@ def test_rerun_reasks_the_agent_and_its_dependents_only(ws: Path, completed: Pat
     assert listed_status(ws, server) == "completed"
     shown = json.loads(run(ws, server, "session", "show", SESSION, "--json").stdout)
     assert shown["session"]["status"] == "completed"
+
+
+def test_kill_during_the_resume_after_a_rollback(
+    ws: Path, completed: Path, server: FakeServer
+) -> None:
+    """The resume after a rollback replays everything; killed halfway and resumed again, it
+    still asks the model nothing and ends with the original files."""
+    assert run(ws, server, "rollback", "after-research").returncode == 0
+    mark = len(events(ws))
+    proc = spawn(ws, server, "session", "resume", SESSION)
+
+    def identify_committed() -> bool:
+        return any(e["type"] == "checkpoint_created" and e["name"] == "after-identify"
+                   for e in events(ws)[mark:])  # fmt: skip
+
+    assert wait_until(identify_committed, proc), "the resume never got past identify"
+    kill(proc)
+    assert listed_status(ws, server) == "crashed"
+    resumed = run(ws, server, "session", "resume", SESSION)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert outputs(ws) == outputs(completed)
+    assert server.count() == 0
+    assert git(ws, "fsck", "--strict", "--no-progress", check=False).returncode == 0
+
+
+def test_kill_during_a_rerun_does_not_pay_the_new_answer_twice(
+    ws: Path, server: FakeServer
+) -> None:
+    """--rerun findings gets a new answer, recorded in the journal; a crash right after must
+    not make the resume ask for (and pay) findings a second time."""
+    server.reset()
+    server.latency_ms = 300
+    server.script(system="lead analyst", reply="NEW FINDINGS: the health check must be cheap.")
+    script(server)
+    proc = spawn(ws, server, "execute", "--rerun", "findings")
+    assert server.wait_for(2, timeout=60), "the planner was never asked"
+    kill(proc)
+    resumed = run(ws, server, "session", "resume", SESSION)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    asked = [agent_of(r.body) for r in server.requests]
+    assert asked.count("findings") == 1, asked
+    assert "NEW FINDINGS" in (ws / RUNS / "identify" / "findings.md").read_text()
