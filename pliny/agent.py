@@ -71,7 +71,9 @@ def prompt_context(fw: Framework, state: dict[str, Any]) -> dict[str, Any]:
                 ctx[agent.name] = res.get("data") or res.get("text", "")
                 parts.append(f"### {agent.name}\n{res.get('text', '')}")
             elif res.get("status") == "failed" and phase.on_agent_failure == "continue":
-                ctx[agent.name] = f"(agent {agent.name} failed: {res.get('error', {}).get('message')})"
+                ctx[agent.name] = (
+                    f"(agent {agent.name} failed: {res.get('error', {}).get('message')})"
+                )
                 parts.append(f"### {agent.name}\n{ctx[agent.name]}")
         if parts:
             ctx[phase.name] = "\n\n".join(parts)
@@ -137,8 +139,13 @@ async def run_agent(
     if agent.output_schema:
         text, data = await _validated(run, agent, ctx, messages, text)
     if key:
-        run.cache.put(key, {"text": text, "data": data}, ttl, agent=agent.name,
-                      model=agent.model or run.gateway.endpoint.model)  # fmt: skip
+        run.cache.put(
+            key,
+            {"text": text, "data": data},
+            ttl,
+            agent=agent.name,
+            model=agent.model or run.gateway.endpoint.model,
+        )
     output_path = _save_outputs(run, phase_name, agent, text, data, written, ctx.cycle)
     return {
         "status": "done",
@@ -172,21 +179,46 @@ def _cache_key(
 
 
 def _from_cache(
-    run: AgentRun, phase_name: str, agent: Agent, ctx: CallContext, key: str,
-    hit: dict[str, Any], written: list[str],
-) -> dict[str, Any]:  # fmt: skip
+    run: AgentRun,
+    phase_name: str,
+    agent: Agent,
+    ctx: CallContext,
+    key: str,
+    hit: dict[str, Any],
+    written: list[str],
+) -> dict[str, Any]:
     """A cache hit: audited as a zero-cost call, outputs rewritten from the stored answer."""
-    run.bus.emit(LLMCall(phase=phase_name, agent=agent.name,
-                         model=agent.model or run.gateway.endpoint.model,
-                         endpoint=run.gateway.host, cost_usd=0.0, cache_hit=True, attempt=0,
-                         request_hash=key))  # fmt: skip
+    run.bus.emit(
+        LLMCall(
+            phase=phase_name,
+            agent=agent.name,
+            model=agent.model or run.gateway.endpoint.model,
+            endpoint=run.gateway.host,
+            cost_usd=0.0,
+            cache_hit=True,
+            attempt=0,
+            request_hash=key,
+        )
+    )
     path = _save_outputs(run, phase_name, agent, hit["text"], hit["data"], written, ctx.cycle)
-    return {"status": "done", "text": hit["text"], "data": hit["data"], "output_path": path,
-            "files": written, "cycle": ctx.cycle, "duration_ms": 0.0, "cached": True}  # fmt: skip
+    return {
+        "status": "done",
+        "text": hit["text"],
+        "data": hit["data"],
+        "output_path": path,
+        "files": written,
+        "cycle": ctx.cycle,
+        "duration_ms": 0.0,
+        "cached": True,
+    }
 
 
 async def _converse(
-    run: AgentRun, agent: Agent, ctx: CallContext, messages: list[dict[str, Any]], written: list[str]
+    run: AgentRun,
+    agent: Agent,
+    ctx: CallContext,
+    messages: list[dict[str, Any]],
+    written: list[str],
 ) -> str:
     """The tool loop: model turns until an answer without tool calls, bounded."""
     tools = openai_tools(agent.tools) if agent.tools and run.use_tools else None
@@ -194,10 +226,14 @@ async def _converse(
     max_tool_failures = run.settings.error_handling.retry_strategies["tool"].max_retries
     for _turn in range(run.settings.execution.max_tool_turns):
         reply = await run.gateway.chat(
-            ctx, messages, model=agent.model, temperature=agent.temperature,
-            max_tokens=agent.max_tokens, tools=tools,
+            ctx,
+            messages,
+            model=agent.model,
+            temperature=agent.temperature,
+            max_tokens=agent.max_tokens,
+            tools=tools,
             json_schema=None if tools else agent.output_schema,
-        )  # fmt: skip
+        )
         if not reply.tool_calls:
             return reply.content
         messages.append(_assistant_with_calls(reply.content, reply.tool_calls))
@@ -212,8 +248,9 @@ async def _converse(
             )
     # Out of turns: ask for the final answer with tools withdrawn.
     messages.append({"role": "user", "content": "Stop using tools now and give your final answer."})
-    reply = await run.gateway.chat(ctx, messages, model=agent.model, temperature=agent.temperature,
-                                   max_tokens=agent.max_tokens)  # fmt: skip
+    reply = await run.gateway.chat(
+        ctx, messages, model=agent.model, temperature=agent.temperature, max_tokens=agent.max_tokens
+    )
     return reply.content
 
 
@@ -239,16 +276,29 @@ def _workspace_digest(run: AgentRun, ctx: CallContext, agent: Agent) -> str:
             parts.append(f"--- {rel} ---\n{text}")
             budget -= len(text) + 100
     listing_text = "\n".join(files[:100]) or "(no files)"
-    return ("\n\n## Workspace files (read for you)\n" + listing_text + "\n\n"
-            + "\n\n".join(parts))  # fmt: skip
+    return "\n\n## Workspace files (read for you)\n" + listing_text + "\n\n" + "\n\n".join(parts)
 
 
 def _emit_engine_tool(
-    run: AgentRun, ctx: CallContext, agent: Agent, tool: str, args: dict[str, Any], ok: bool,
+    run: AgentRun,
+    ctx: CallContext,
+    agent: Agent,
+    tool: str,
+    args: dict[str, Any],
+    ok: bool,
     duration: float,
 ) -> None:
-    run.bus.emit(ToolCall(phase=ctx.phase, agent=agent.name, tool=tool, arguments=args, ok=ok,
-                          duration_ms=round(duration, 2), by="engine"))  # fmt: skip
+    run.bus.emit(
+        ToolCall(
+            phase=ctx.phase,
+            agent=agent.name,
+            tool=tool,
+            arguments=args,
+            ok=ok,
+            duration_ms=round(duration, 2),
+            by="engine",
+        )
+    )
 
 
 def _assistant_with_calls(content: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -256,11 +306,14 @@ def _assistant_with_calls(content: str, calls: list[dict[str, Any]]) -> dict[str
         "role": "assistant",
         "content": content or None,
         "tool_calls": [
-            {"id": c["id"], "type": "function",
-             "function": {"name": c["name"], "arguments": c["arguments"]}}
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["arguments"]},
+            }
             for c in calls
         ],
-    }  # fmt: skip
+    }
 
 
 def _run_tool(
@@ -271,18 +324,41 @@ def _run_tool(
         if not isinstance(args, dict):
             raise ValueError("arguments must be a JSON object")
     except (json.JSONDecodeError, ValueError) as exc:
-        result_ok, content, error, duration, args = False, f"error: bad arguments: {exc}", str(exc), 0.0, {}
+        result_ok, content, error, duration, args = (
+            False,
+            f"error: bad arguments: {exc}",
+            str(exc),
+            0.0,
+            {},
+        )
     else:
         if call["name"] not in agent.tools:
-            result_ok, content, error, duration = False, f"error: tool {call['name']!r} is not available", "not available", 0.0
+            result_ok, content, error, duration = (
+                False,
+                f"error: tool {call['name']!r} is not available",
+                "not available",
+                0.0,
+            )
         else:
             result, duration = timed_call(run.workspace, call["name"], args, agent.name)
             result_ok, content, error = result.ok, result.content, result.error
             if result.written and result.written not in written:
                 written.append(result.written)
-    shown = {k: (v if not isinstance(v, str) or len(v) <= 200 else v[:200] + "…") for k, v in args.items()}
-    run.bus.emit(ToolCall(phase=ctx.phase, agent=agent.name, tool=call["name"], arguments=shown,
-                          ok=result_ok, error=error, duration_ms=round(duration, 2)))  # fmt: skip
+    shown = {
+        k: (v if not isinstance(v, str) or len(v) <= 200 else v[:200] + "…")
+        for k, v in args.items()
+    }
+    run.bus.emit(
+        ToolCall(
+            phase=ctx.phase,
+            agent=agent.name,
+            tool=call["name"],
+            arguments=shown,
+            ok=result_ok,
+            error=error,
+            duration_ms=round(duration, 2),
+        )
+    )
     return result_ok, content
 
 
@@ -298,16 +374,35 @@ async def _validated(
             return text, data
         if attempt > strategy.max_retries:
             break
-        run.bus.emit(Retry(phase=ctx.phase, agent=agent.name, category="validation",
-                           code="PLINY-VALIDATION-SCHEMA", attempt=attempt, delay_ms=0,
-                           message="; ".join(problems)[:500]))  # fmt: skip
+        run.bus.emit(
+            Retry(
+                phase=ctx.phase,
+                agent=agent.name,
+                category="validation",
+                code="PLINY-VALIDATION-SCHEMA",
+                attempt=attempt,
+                delay_ms=0,
+                message="; ".join(problems)[:500],
+            )
+        )
         messages.append({"role": "assistant", "content": text})
-        messages.append({"role": "user", "content": "Your answer does not match the required "
-                         "JSON Schema:\n- " + "\n- ".join(problems) +
-                         "\nReply again with only the corrected JSON object."})  # fmt: skip
-        reply = await run.gateway.chat(ctx, messages, model=agent.model, temperature=agent.temperature,
-                                       max_tokens=agent.max_tokens,
-                                       json_schema=agent.output_schema)  # fmt: skip
+        messages.append(
+            {
+                "role": "user",
+                "content": "Your answer does not match the required "
+                "JSON Schema:\n- "
+                + "\n- ".join(problems)
+                + "\nReply again with only the corrected JSON object.",
+            }
+        )
+        reply = await run.gateway.chat(
+            ctx,
+            messages,
+            model=agent.model,
+            temperature=agent.temperature,
+            max_tokens=agent.max_tokens,
+            json_schema=agent.output_schema,
+        )
         text = reply.content
     raise ValidationFailure(
         f"agent {agent.name}: answer does not match its output_schema after "
@@ -329,11 +424,21 @@ def _save_outputs(
     if agent.deliverable and agent.deliverable not in written:
         files.append((agent.deliverable, text))
     for target, content in files:
-        result, duration = timed_call(run.workspace, "write_file",
-                                      {"path": target, "content": content}, agent.name)  # fmt: skip
-        run.bus.emit(ToolCall(phase=phase, agent=agent.name, tool="write_file",
-                              arguments={"path": target}, ok=result.ok, error=result.error,
-                              duration_ms=round(duration, 2), by="engine"))  # fmt: skip
+        result, duration = timed_call(
+            run.workspace, "write_file", {"path": target, "content": content}, agent.name
+        )
+        run.bus.emit(
+            ToolCall(
+                phase=phase,
+                agent=agent.name,
+                tool="write_file",
+                arguments={"path": target},
+                ok=result.ok,
+                error=result.error,
+                duration_ms=round(duration, 2),
+                by="engine",
+            )
+        )
         if not result.ok:
             raise ToolError(f"agent {agent.name}: cannot save output {target}: {result.error}")
         if result.written and result.written not in written:

@@ -1,12 +1,12 @@
 """The Python API: the same runner the CLI uses, with callbacks.
 
-    import pliny.api as pliny
+import pliny.api as pliny
 
-    result = pliny.run("rise", "Summarise this repo", workspace=".",
-                       on_agent_end=lambda e: print(e.agent, "done"))
+result = pliny.run("rise", "Summarise this repo", workspace=".",
+                   on_agent_end=lambda e: print(e.agent, "done"))
 
-    async for event in pliny.stream("care", "Answer the ticket", workspace="."):
-        ...
+async for event in pliny.stream("care", "Answer the ticket", workspace="."):
+    ...
 """
 
 from __future__ import annotations
@@ -49,27 +49,37 @@ def _listener(callbacks: dict[str, Callback | None]) -> Callback:
     return listen
 
 
-def _options(framework: str | None, task: str | None, workspace: str | Path, **kw: Any) -> RunOptions:
+def _options(
+    framework: str | None, task: str | None, workspace: str | Path, **kw: Any
+) -> RunOptions:
     callbacks = {hook: kw.pop(hook, None) for hook in _HOOKS}
     listeners = [*kw.pop("listeners", []), _listener(callbacks)]
-    return RunOptions(workspace=Path(workspace).resolve(), framework=framework, task=task,
-                      listeners=listeners, **kw)  # fmt: skip
+    return RunOptions(
+        workspace=Path(workspace).resolve(),
+        framework=framework,
+        task=task,
+        listeners=listeners,
+        **kw,
+    )
 
 
-async def arun(framework: str | None = None, task: str | None = None, *,
-               workspace: str | Path = ".", **kw: Any) -> Outcome:  # fmt: skip
+async def arun(
+    framework: str | None = None, task: str | None = None, *, workspace: str | Path = ".", **kw: Any
+) -> Outcome:
     """Run (or with ``session_id=`` resume) a session; returns its Outcome."""
     return await execute(_options(framework, task, workspace, **kw))
 
 
-def run(framework: str | None = None, task: str | None = None, *,
-        workspace: str | Path = ".", **kw: Any) -> Outcome:  # fmt: skip
+def run(
+    framework: str | None = None, task: str | None = None, *, workspace: str | Path = ".", **kw: Any
+) -> Outcome:
     """Blocking form of :func:`arun`."""
     return asyncio.run(arun(framework, task, workspace=workspace, **kw))
 
 
-async def stream(framework: str | None = None, task: str | None = None, *,
-                 workspace: str | Path = ".", **kw: Any) -> AsyncIterator[Event]:  # fmt: skip
+async def stream(
+    framework: str | None = None, task: str | None = None, *, workspace: str | Path = ".", **kw: Any
+) -> AsyncIterator[Event]:
     """Run a session, yielding each engine event as it happens."""
     queue: asyncio.Queue[Event | None] = asyncio.Queue()
     opts = _options(framework, task, workspace, **kw)

@@ -15,12 +15,19 @@ from pliny.events import AgentCompleted, CheckpointCreated, Event, EventBus, LLM
 from pliny.session import SessionState
 
 
-def exclude_state_dirs(workspace: Path, names: tuple[str, ...] = (".pliny/", "audit-logs/")) -> None:
+def exclude_state_dirs(
+    workspace: Path, names: tuple[str, ...] = (".pliny/", "audit-logs/")
+) -> None:
     """Hide Pliny's own state from ``git status`` via .git/info/exclude (local, never committed)."""
     import subprocess
 
-    done = subprocess.run(["git", "rev-parse", "--git-path", "info/exclude"], cwd=workspace,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["git", "rev-parse", "--git-path", "info/exclude"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         return
     path = (workspace / done.stdout.strip()).resolve()
@@ -42,7 +49,9 @@ class CheckpointListener:
         self.cost = 0.0
 
     @classmethod
-    def open(cls, workspace: Path, state: SessionState, mode: str, bus: EventBus) -> CheckpointListener:
+    def open(
+        cls, workspace: Path, state: SessionState, mode: str, bus: EventBus
+    ) -> CheckpointListener:
         from pliny.checkpoints import CheckpointStore
 
         store = CheckpointStore(workspace, state.id, workspace / ".pliny" / "sessions" / state.id)
@@ -73,7 +82,14 @@ class CheckpointListener:
             "Pliny-Cost-USD": f"{self.cost:.6f}",
         }
         info = self.store.commit(name, subject, {k: v for k, v in trailers.items() if v}, agents)
-        self.bus.emit(CheckpointCreated(phase=phase, agent=agents[0] if agents else None,
-                                        name=name, ref=info.ref, commit=info.commit,
-                                        files=list(info.files)))  # fmt: skip
+        self.bus.emit(
+            CheckpointCreated(
+                phase=phase,
+                agent=agents[0] if agents else None,
+                name=name,
+                ref=info.ref,
+                commit=info.commit,
+                files=list(info.files),
+            )
+        )
         return info

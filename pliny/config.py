@@ -159,9 +159,15 @@ class ModelPrice(Strict):
 
 
 AlertMetric = Literal[
-    "cost_usd", "tokens", "llm_calls", "errors", "retries", "error_rate", "agent_failures",
+    "cost_usd",
+    "tokens",
+    "llm_calls",
+    "errors",
+    "retries",
+    "error_rate",
+    "agent_failures",
     "phase_duration_s",
-]  # fmt: skip
+]
 
 
 class AlertRule(Strict):

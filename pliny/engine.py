@@ -75,7 +75,9 @@ class Engine:
                     builder.add_edge(phase.name, name)
                 builder.add_edge(names, join_node(phase.name))
             else:
-                for src, dst in zip([phase.name, *names], [*names, join_node(phase.name)], strict=True):
+                for src, dst in zip(
+                    [phase.name, *names], [*names, join_node(phase.name)], strict=True
+                ):
                     builder.add_edge(src, dst)
             targets = {p.name: p.name for p in self.framework.phases} | {END: LG_END}
             builder.add_conditional_edges(join_node(phase.name), _goto, targets)
@@ -90,8 +92,9 @@ class Engine:
         async def enter(state: RunState) -> dict[str, Any]:
             cycle = state.get("cycles", {}).get(phase.name, 0) + 1
             self._phase_started[phase.name] = time.monotonic()
-            self.run.bus.emit(PhaseStarted(phase=phase.name, cycle=cycle,
-                                           agents=[a.name for a in phase.agents]))  # fmt: skip
+            self.run.bus.emit(
+                PhaseStarted(phase=phase.name, cycle=cycle, agents=[a.name for a in phase.agents])
+            )
             return {"cycles": {phase.name: cycle}}
 
         return enter
@@ -101,8 +104,13 @@ class Engine:
             cycle = state.get("cycles", {}).get(phase.name, 1)
             ctx = CallContext(phase.name, agent.name, cycle, fresh=agent.name in self.fresh)
             bus = self.run.bus
-            bus.emit(AgentStarted(phase=phase.name, agent=agent.name,
-                                  model=agent.model or self.run.gateway.endpoint.model))  # fmt: skip
+            bus.emit(
+                AgentStarted(
+                    phase=phase.name,
+                    agent=agent.name,
+                    model=agent.model or self.run.gateway.endpoint.model,
+                )
+            )
             started = time.perf_counter()
             try:
                 async with self._semaphore(phase):
@@ -110,20 +118,27 @@ class Engine:
                         result = await run_agent(self.run, phase.name, agent, dict(state), ctx)
             except TimeoutError:
                 err: PlinyError = SystemFailure(
-                    f"agent {agent.name} timed out", code="PLINY-TIMEOUT-AGENT", recoverable=True,
+                    f"agent {agent.name} timed out",
+                    code="PLINY-TIMEOUT-AGENT",
+                    recoverable=True,
                     hint="raise execution.timeouts.agent or the agent's timeout, then resume",
-                )  # fmt: skip
+                )
                 return self._failed(phase, agent, err)
             except Exception as exc:  # noqa: BLE001 - classified, then policy decides
                 err = classify(exc)
                 if isinstance(err, BudgetExceeded | Cancelled):
                     raise err from exc
                 return self._failed(phase, agent, err)
-            bus.emit(AgentCompleted(phase=phase.name, agent=agent.name,
-                                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                                    output_path=result["output_path"],
-                                    files_written=result["files"],
-                                    reused=bool(result.get("cached"))))  # fmt: skip
+            bus.emit(
+                AgentCompleted(
+                    phase=phase.name,
+                    agent=agent.name,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                    output_path=result["output_path"],
+                    files_written=result["files"],
+                    reused=bool(result.get("cached")),
+                )
+            )
             return {"results": {agent.name: result}}
 
         return node
@@ -131,9 +146,17 @@ class Engine:
     def _failed(self, phase: Phase, agent: Agent, err: PlinyError) -> dict[str, Any]:
         attempts = getattr(err, "attempts", 1)
         skipped = phase.on_agent_failure != "fail"
-        self.run.bus.emit(AgentFailed(phase=phase.name, agent=agent.name, category=err.category,
-                                      code=err.code, message=err.message, attempts=attempts,
-                                      skipped=skipped))  # fmt: skip
+        self.run.bus.emit(
+            AgentFailed(
+                phase=phase.name,
+                agent=agent.name,
+                category=err.category,
+                code=err.code,
+                message=err.message,
+                attempts=attempts,
+                skipped=skipped,
+            )
+        )
         if not skipped:
             raise AgentFailure(agent.name, err, attempts)
         error = {"category": str(err.category), "code": err.code, "message": err.message}
@@ -150,15 +173,24 @@ class Engine:
             if len(done) < minimum:
                 raise SystemFailure(
                     f"phase {phase.name}: {len(done)}/{len(phase.agents)} agents succeeded, "
-                    f"min_successful_agents is {minimum}", code="PLINY-PHASE-FAILED",
-                    recoverable=True, hint="fix the cause, then `pliny session resume`",
-                )  # fmt: skip
+                    f"min_successful_agents is {minimum}",
+                    code="PLINY-PHASE-FAILED",
+                    recoverable=True,
+                    hint="fix the cause, then `pliny session resume`",
+                )
             update = self._route(phase, state)
             started = self._phase_started.pop(phase.name, None)
             duration = (time.monotonic() - started) * 1000 if started else 0.0
-            self.run.bus.emit(PhaseCompleted(phase=phase.name, cycle=state.get("cycles", {}).get(phase.name, 1),
-                                             duration_ms=round(duration, 1), next=update["goto"],
-                                             succeeded=len(done), failed=failed))  # fmt: skip
+            self.run.bus.emit(
+                PhaseCompleted(
+                    phase=phase.name,
+                    cycle=state.get("cycles", {}).get(phase.name, 1),
+                    duration_ms=round(duration, 1),
+                    next=update["goto"],
+                    succeeded=len(done),
+                    failed=failed,
+                )
+            )
             return {**update, "trail": [phase.name]}
 
         return join
@@ -175,8 +207,11 @@ class Engine:
             if route.when.matches(value):
                 data = result.get("data") or {}
                 feedback = data.get("feedback") or result.get("text", "")
-                return {"goto": route.goto, "route_uses": {key: uses.get(key, 0) + 1},
-                        "feedback": str(feedback)}  # fmt: skip
+                return {
+                    "goto": route.goto,
+                    "route_uses": {key: uses.get(key, 0) + 1},
+                    "feedback": str(feedback),
+                }
         return {"goto": self.framework.default_next(phase)}
 
     # -- limits -------------------------------------------------------------

@@ -218,11 +218,31 @@ class Warning_(Event):
 
 
 KNOWN = (
-    SessionStarted, SessionResumed, SessionCompleted, SessionFailed, SessionCancelled,
-    SessionPaused, CrashDetected, PhaseStarted, PhaseCompleted, AgentStarted, AgentCompleted,
-    AgentFailed, LLMQueued, LLMCall, ToolCall, Retry, Error, CheckpointCreated, Rollback,
-    BudgetExceededEvent, Alert, CircuitChanged, LogRepaired, Warning_,
-)  # fmt: skip
+    SessionStarted,
+    SessionResumed,
+    SessionCompleted,
+    SessionFailed,
+    SessionCancelled,
+    SessionPaused,
+    CrashDetected,
+    PhaseStarted,
+    PhaseCompleted,
+    AgentStarted,
+    AgentCompleted,
+    AgentFailed,
+    LLMQueued,
+    LLMCall,
+    ToolCall,
+    Retry,
+    Error,
+    CheckpointCreated,
+    Rollback,
+    BudgetExceededEvent,
+    Alert,
+    CircuitChanged,
+    LogRepaired,
+    Warning_,
+)
 _BY_TYPE: dict[str, type[Event]] = {}
 for _cls in KNOWN:
     for _t in _cls.model_fields["type"].annotation.__args__:  # type: ignore[union-attr]

@@ -95,9 +95,7 @@ class Phase(Strict):
 
     @model_validator(mode="after")
     def _min_agents_fits(self) -> Phase:
-        if self.min_successful_agents is not None and self.min_successful_agents > len(
-            self.agents
-        ):
+        if self.min_successful_agents is not None and self.min_successful_agents > len(self.agents):
             raise ValueError(
                 f"min_successful_agents ({self.min_successful_agents}) exceeds the "
                 f"number of agents ({len(self.agents)})"
@@ -215,7 +213,9 @@ def _check_field(
         _fail(source, loc, f"agent {name!r} has no field {field!r} (fields: {known})")
 
 
-def _unique(name: str, loc: tuple[Any, ...], seen: dict[str, tuple[Any, ...]], src: Sourced) -> None:
+def _unique(
+    name: str, loc: tuple[Any, ...], seen: dict[str, tuple[Any, ...]], src: Sourced
+) -> None:
     if name in RESERVED:
         _fail(src, loc, f"{name!r} is a reserved name")
     if name in seen:

@@ -69,7 +69,9 @@ class Journal:
     def forget(self, agents: list[str]) -> int:
         """Drop an agent's recorded calls (``--rerun`` wants fresh answers)."""
         with self._lock:
-            cur = self._db.executemany("DELETE FROM responses WHERE agent=?", [(a,) for a in agents])
+            cur = self._db.executemany(
+                "DELETE FROM responses WHERE agent=?", [(a,) for a in agents]
+            )
         return cur.rowcount
 
     def count(self) -> int:

@@ -14,8 +14,14 @@ from typing import Any
 from pliny.events import Event
 
 ICONS = {"waiting": "·", "queued": "⧗", "running": "▶", "done": "✔", "failed": "✖", "skipped": "↷"}
-STYLES = {"waiting": "dim", "queued": "yellow", "running": "cyan", "done": "green",
-          "failed": "red", "skipped": "magenta"}  # fmt: skip
+STYLES = {
+    "waiting": "dim",
+    "queued": "yellow",
+    "running": "cyan",
+    "done": "green",
+    "failed": "red",
+    "skipped": "magenta",
+}
 
 
 @dataclass
@@ -160,22 +166,38 @@ class Progress:
             "session": self.session,
             "status": self.status,
             "phases": [
-                {"name": p, "state": self.phase_state.get(p, "waiting"), "cycles": self.cycles.get(p, 0),
-                 "agents": [self._agent_summary(self.agents[a]) for a in agents]}
+                {
+                    "name": p,
+                    "state": self.phase_state.get(p, "waiting"),
+                    "cycles": self.cycles.get(p, 0),
+                    "agents": [self._agent_summary(self.agents[a]) for a in agents],
+                }
                 for p, agents in self.phases.items()
             ],
-            "totals": {"calls": self.calls, "tokens": self.tokens, "cost_usd": round(self.cost, 6),
-                       "unpriced_calls": self.unpriced, "retries": self.retries},
+            "totals": {
+                "calls": self.calls,
+                "tokens": self.tokens,
+                "cost_usd": round(self.cost, 6),
+                "unpriced_calls": self.unpriced,
+                "retries": self.retries,
+            },
             "files_written": self.files,
             "checkpoints": self.checkpoints,
             "error": self.last_error if self.status != "completed" else None,
-        }  # fmt: skip
+        }
 
     @staticmethod
     def _agent_summary(view: AgentView) -> dict[str, Any]:
-        return {"name": view.name, "state": view.state, "calls": view.calls, "tokens": view.tokens,
-                "cost_usd": round(view.cost, 6), "replayed_calls": view.replayed,
-                "output": view.output, "error": view.error}  # fmt: skip
+        return {
+            "name": view.name,
+            "state": view.state,
+            "calls": view.calls,
+            "tokens": view.tokens,
+            "cost_usd": round(view.cost, 6),
+            "replayed_calls": view.replayed,
+            "output": view.output,
+            "error": view.error,
+        }
 
 
 def render(progress: Progress, title: str = "") -> Any:
@@ -185,15 +207,19 @@ def render(progress: Progress, title: str = "") -> Any:
 
     elapsed = time.monotonic() - progress.started
     eta = progress.eta_seconds()
-    caption = (f"{progress.tokens:,} tokens · ${progress.cost:.4f} · {progress.calls} calls · "
-               f"{elapsed:.0f}s elapsed" + (f" · ETA ~{eta:.0f}s" if eta else ""))  # fmt: skip
+    caption = (
+        f"{progress.tokens:,} tokens · ${progress.cost:.4f} · {progress.calls} calls · "
+        f"{elapsed:.0f}s elapsed" + (f" · ETA ~{eta:.0f}s" if eta else "")
+    )
     if progress.retries:
         caption += f" · {progress.retries} retries"
     if progress.circuit_open:
         caption += f" · circuit OPEN: {', '.join(sorted(progress.circuit_open))}"
     table = Table(title=title or None, caption=caption, expand=False)
     for column in ("phase", "agent", "state", "calls", "tokens", "time"):
-        table.add_column(column, justify="right" if column in ("calls", "tokens", "time") else "left")
+        table.add_column(
+            column, justify="right" if column in ("calls", "tokens", "time") else "left"
+        )
     now = time.monotonic()
     for phase, agents in progress.phases.items():
         cycle = progress.cycles.get(phase, 0)
@@ -205,6 +231,8 @@ def render(progress: Progress, title: str = "") -> Any:
                 label if index == 0 else "",
                 name,
                 Text(f"{ICONS[view.state]} {view.state}", style=STYLES[view.state]),
-                str(view.calls), f"{view.tokens:,}", f"{spent:.1f}s" if view.started else "",
+                str(view.calls),
+                f"{view.tokens:,}",
+                f"{spent:.1f}s" if view.started else "",
             )
     return table

@@ -137,14 +137,23 @@ class LLMGateway:
         chain = [model or self.endpoint.model, *self.settings.llm.fallback_models]
         last: PlinyError | None = None
         for candidate in dict.fromkeys(chain):  # de-duplicated, order kept
-            request = self._request(candidate, messages, temperature, max_tokens, tools, json_schema)
+            request = self._request(
+                candidate, messages, temperature, max_tokens, tools, json_schema
+            )
             try:
                 return await self._call(ctx, request)
             except AIError as exc:
                 last = exc
-                self.bus.emit(Error(phase=ctx.phase, agent=ctx.agent, category=exc.category,
-                                    code=exc.code, message=f"{candidate}: {exc.message}",
-                                    recoverable=True))  # fmt: skip
+                self.bus.emit(
+                    Error(
+                        phase=ctx.phase,
+                        agent=ctx.agent,
+                        category=exc.category,
+                        code=exc.code,
+                        message=f"{candidate}: {exc.message}",
+                        recoverable=True,
+                    )
+                )
         assert last is not None
         raise last
 
@@ -161,8 +170,9 @@ class LLMGateway:
             "model": model,
             "messages": messages,
             "temperature": self.settings.llm.temperature if temperature is None else temperature,
-            "max_tokens": min(max_tokens or self.settings.llm.max_tokens,
-                              self._max_tokens_cap or 1 << 30),
+            "max_tokens": min(
+                max_tokens or self.settings.llm.max_tokens, self._max_tokens_cap or 1 << 30
+            ),
         }
         if tools:
             request["tools"] = tools
@@ -195,8 +205,9 @@ class LLMGateway:
         estimate_tokens = tokens.count_messages(request["messages"]) + request["max_tokens"]
         cost = None
         if self.pricing is not None:
-            cost = self.pricing.price(request["model"], estimate_tokens - request["max_tokens"],
-                                      request["max_tokens"], 0)  # fmt: skip
+            cost = self.pricing.price(
+                request["model"], estimate_tokens - request["max_tokens"], request["max_tokens"], 0
+            )
         self.budget.check(ctx.phase, ctx.agent, estimate_tokens, cost or 0.0)
 
     def _slot(self, ctx: CallContext) -> Any:
@@ -209,8 +220,9 @@ class LLMGateway:
                     return
                 if gateway._queue.locked():
                     gateway._waiting += 1
-                    gateway.bus.emit(LLMQueued(phase=ctx.phase, agent=ctx.agent,
-                                               waiting=gateway._waiting))  # fmt: skip
+                    gateway.bus.emit(
+                        LLMQueued(phase=ctx.phase, agent=ctx.agent, waiting=gateway._waiting)
+                    )
                     try:
                         await gateway._queue.acquire()
                     finally:
@@ -283,30 +295,47 @@ class LLMGateway:
         cost, table_hash = self._price(model, usage, replayed)
         self.bus.emit(
             LLMCall(
-                phase=ctx.phase, agent=ctx.agent, model=model, endpoint=self.host,
-                prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
-                cached_tokens=usage["cached_tokens"], tokens_estimated=estimated,
-                latency_ms=round(latency_ms, 2), cost_usd=cost, pricing_hash=table_hash,
-                attempt=attempt, request_id=data.get("id"), request_hash=rhash,
-                replayed=replayed, finish_reason=data.get("finish_reason"),
+                phase=ctx.phase,
+                agent=ctx.agent,
+                model=model,
+                endpoint=self.host,
+                prompt_tokens=usage["prompt_tokens"],
+                completion_tokens=usage["completion_tokens"],
+                cached_tokens=usage["cached_tokens"],
+                tokens_estimated=estimated,
+                latency_ms=round(latency_ms, 2),
+                cost_usd=cost,
+                pricing_hash=table_hash,
+                attempt=attempt,
+                request_id=data.get("id"),
+                request_hash=rhash,
+                replayed=replayed,
+                finish_reason=data.get("finish_reason"),
                 tool_calls=len(data.get("tool_calls", [])),
             )
-        )  # fmt: skip
+        )
 
-    def _price(self, model: str, usage: dict[str, int], replayed: bool) -> tuple[float | None, str | None]:
+    def _price(
+        self, model: str, usage: dict[str, int], replayed: bool
+    ) -> tuple[float | None, str | None]:
         if self.endpoint.kind == "local":
             return 0.0, None
         if self.pricing is None:
             return None, None
         if replayed:
             return 0.0, self.pricing.hash
-        cost = self.pricing.price(model, usage["prompt_tokens"], usage["completion_tokens"],
-                                  usage["cached_tokens"])  # fmt: skip
+        cost = self.pricing.price(
+            model, usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"]
+        )
         if cost is None and self.pricing.warn_once(model):
             from pliny.events import Warning_
 
-            self.bus.emit(Warning_(message=f"model {model!r} is not in the pricing table: "
-                                           "its calls are recorded as unpriced"))  # fmt: skip
+            self.bus.emit(
+                Warning_(
+                    message=f"model {model!r} is not in the pricing table: "
+                    "its calls are recorded as unpriced"
+                )
+            )
         return cost, self.pricing.hash
 
     @staticmethod

@@ -91,8 +91,10 @@ async def rollback_session(workspace: Path, session_id: str | None, name: str, f
     finally:
         log.close()
     where = "the run continues from there" if fork else "run state unchanged (manual checkpoint)"
-    return (f"rolled back {state.id} to {name} ({info.commit[:12]}): {len(result.files)} file(s) "
-            f"restored; {where} with `pliny session resume {state.id}`")  # fmt: skip
+    return (
+        f"rolled back {state.id} to {name} ({info.commit[:12]}): {len(result.files)} file(s) "
+        f"restored; {where} with `pliny session resume {state.id}`"
+    )
 
 
 async def prepare_rerun(store: SessionStore, state: SessionState, agents: list[str]) -> None:

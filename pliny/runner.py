@@ -87,7 +87,7 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
     framework = fwmod.load(name)
     task = opts.task or (state.task if state else None)
     if not task:
-        raise fwmod.UsageError("no task: pass --task \"...\"")
+        raise fwmod.UsageError('no task: pass --task "..."')
     for agent in opts.rerun:
         try:
             framework.agent(agent)
@@ -152,7 +152,9 @@ async def _run_locked(
     store.save(state)
     bus = EventBus(session=state.id)
     audit_path = opts.workspace / settings.audit.dir / f"{state.id}.jsonl"
-    audit = AuditLog(audit_path, fsync=settings.audit.fsync, group_commit_ms=settings.audit.group_commit_ms)
+    audit = AuditLog(
+        audit_path, fsync=settings.audit.fsync, group_commit_ms=settings.audit.group_commit_ms
+    )
     bus.subscribe(audit)
     metrics.prime(read_events(audit_path))  # totals cover the whole session after a resume
     bus.subscribe(metrics)
@@ -162,14 +164,26 @@ async def _run_locked(
     async with AsyncExitStack() as stack:
         stack.callback(audit.close)
         if crashed:
-            bus.emit(CrashDetected(previous_pid=None, detail="session was in progress; its process died"))
+            bus.emit(
+                CrashDetected(previous_pid=None, detail="session was in progress; its process died")
+            )
         if state.started_runs == 1:
-            bus.emit(SessionStarted(name=state.name, framework=state.framework or "",
-                                    task=state.task or "", pid=os.getpid()))  # fmt: skip
+            bus.emit(
+                SessionStarted(
+                    name=state.name,
+                    framework=state.framework or "",
+                    task=state.task or "",
+                    pid=os.getpid(),
+                )
+            )
         else:
-            bus.emit(SessionResumed(from_status="crashed" if crashed else previous, pid=os.getpid()))
+            bus.emit(
+                SessionResumed(from_status="crashed" if crashed else previous, pid=os.getpid())
+            )
         try:
-            results, stopped_at = await _run_engine(opts, settings, store, state, framework, bus, stack)
+            results, stopped_at = await _run_engine(
+                opts, settings, store, state, framework, bus, stack
+            )
         except BaseException as exc:  # noqa: BLE001 - every ending is recorded, then re-raised or mapped
             return _ended(store, state, bus, exc)
         state.fork_from, state.fresh_agents = None, []
@@ -223,9 +237,16 @@ async def _run_engine(
     if settings.alerts:
         await _start_alerts(opts, settings, state, bus, stack)
     gateway = await _gateway(opts, settings, state, bus, session_dir, stack)
-    run = AgentRun(framework, settings, gateway, workspace, bus, state.id,
-                   use_tools=_use_tools(settings, gateway),
-                   cache=_open_cache(opts.workspace, framework, stack))  # fmt: skip
+    run = AgentRun(
+        framework,
+        settings,
+        gateway,
+        workspace,
+        bus,
+        state.id,
+        use_tools=_use_tools(settings, gateway),
+        cache=_open_cache(opts.workspace, framework, stack),
+    )
     parallel = state.options.get("parallel", settings.execution.parallel)
     engine = Engine(framework, run, parallel=parallel, fresh=set(state.fresh_agents))
     saver = await stack.enter_async_context(
@@ -254,8 +275,12 @@ async def _run_engine(
         async with asyncio.timeout(timeout):
             final = await graph.ainvoke(graph_input, config, durability="sync")
     except TimeoutError:
-        raise SystemFailure(f"session timed out after {timeout:g}s", code="PLINY-TIMEOUT-SESSION",
-                            recoverable=True, hint="`pliny session resume` continues it") from None  # fmt: skip
+        raise SystemFailure(
+            f"session timed out after {timeout:g}s",
+            code="PLINY-TIMEOUT-SESSION",
+            recoverable=True,
+            hint="`pliny session resume` continues it",
+        ) from None
     if opts.until_phase and (await graph.aget_state(config)).next:
         return final.get("results", {}), opts.until_phase
     return final.get("results", {}), None
@@ -308,8 +333,9 @@ async def _gateway(
     from pliny.llm import LLMGateway
     from pliny.pricing import PricingTable
 
-    endpoint = resolve(settings.llm, opts.env if opts.env is not None else os.environ,
-                       state.options.get("model"))  # fmt: skip
+    endpoint = resolve(
+        settings.llm, opts.env if opts.env is not None else os.environ, state.options.get("model")
+    )
     if endpoint.kind == "local":
         endpoint = await _start_embedded(settings, endpoint, stack)
     audit_path = opts.workspace / settings.audit.dir / f"{state.id}.jsonl"
@@ -320,13 +346,18 @@ async def _gateway(
         if (event := change.as_event()) is not None:
             bus.emit(event)
 
-    breakers = CircuitBreakers.from_settings(settings.error_handling.circuit_breaker,
-                                             on_change=circuit_changed)  # fmt: skip
+    breakers = CircuitBreakers.from_settings(
+        settings.error_handling.circuit_breaker, on_change=circuit_changed
+    )
     gateway = LLMGateway(
-        settings, endpoint, bus,
+        settings,
+        endpoint,
+        bus,
         journal=Journal(session_dir / "journal.sqlite"),
-        pricing=PricingTable.load(settings.pricing), budget=budget, breakers=breakers,
-    )  # fmt: skip
+        pricing=PricingTable.load(settings.pricing),
+        budget=budget,
+        breakers=breakers,
+    )
     stack.push_async_callback(gateway.close)
     return gateway
 

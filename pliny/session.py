@@ -150,7 +150,9 @@ class SessionStore:
     def resolve(self, session_id: str | None) -> SessionState:
         chosen = session_id or self.current()
         if not chosen:
-            raise UsageError("no current session: pass --session ID or --task, or `pliny session start`")
+            raise UsageError(
+                "no current session: pass --session ID or --task, or `pliny session start`"
+            )
         return self.load(chosen)
 
     # -- locking ----------------------------------------------------------------

@@ -66,7 +66,9 @@ def snapshot(workspace: Path, session_id: str | None, fmt: str) -> str:
         data["session"] = state.model_dump()
         return json.dumps(data, indent=2)
     if fmt == "text":
-        header = f"session {state.id} ({state.name}) · {state.status} · task: {(state.task or '')[:80]}"
+        header = (
+            f"session {state.id} ({state.name}) · {state.status} · task: {(state.task or '')[:80]}"
+        )
         if state.error:
             header += f"\nerror: {state.error.get('message')}"
         return header + "\n" + text

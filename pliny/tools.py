@@ -194,7 +194,9 @@ def openai_tools(names: list[str]) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": n, **SCHEMAS[n]}} for n in names]
 
 
-def timed_call(ws: Workspace, name: str, args: dict[str, Any], agent: str | None) -> tuple[ToolResult, float]:
+def timed_call(
+    ws: Workspace, name: str, args: dict[str, Any], agent: str | None
+) -> tuple[ToolResult, float]:
     start = time.perf_counter()
     result = ws.call(name, args, agent)
     return result, (time.perf_counter() - start) * 1000

@@ -63,15 +63,22 @@ def list_(
 
     table = Table("name", "commit", "created", "tokens", "cost $")
     for i in items:
-        table.add_row(i.name, i.commit[:12], str(i.created), i.trailers.get("Pliny-Tokens", ""),
-                      i.trailers.get("Pliny-Cost-USD", ""))  # fmt: skip
+        table.add_row(
+            i.name,
+            i.commit[:12],
+            str(i.created),
+            i.trailers.get("Pliny-Tokens", ""),
+            i.trailers.get("Pliny-Cost-USD", ""),
+        )
     Console().print(table if items else "no checkpoints yet")
 
 
 def rollback(
     name: str = typer.Argument(..., help="Checkpoint name, e.g. after-research."),
     session: str = typer.Option(None, "--session", "-s", help="Session id (default: current)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite files you edited since Pliny wrote them."),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite files you edited since Pliny wrote them."
+    ),
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Restore the workspace files and the session state to a checkpoint."""

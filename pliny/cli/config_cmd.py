@@ -53,7 +53,9 @@ def schema(
 
 @app.command("show")
 def show(
-    config: Path = typer.Option(None, "--config", "-c", help="Config YAML (default: ./pliny.yaml)."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Config YAML (default: ./pliny.yaml)."
+    ),
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """The effective settings after layering defaults, pliny.yaml and --config."""

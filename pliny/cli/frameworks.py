@@ -17,9 +17,15 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     items = []
     for name in builtin_names():
         fw = load(name)
-        items.append({"name": name, "title": fw.title, "phases": [p.name for p in fw.phases],
-                      "agents": sum(len(p.agents) for p in fw.phases),
-                      "description": (fw.description or "").strip()})  # fmt: skip
+        items.append(
+            {
+                "name": name,
+                "title": fw.title,
+                "phases": [p.name for p in fw.phases],
+                "agents": sum(len(p.agents) for p in fw.phases),
+                "description": (fw.description or "").strip(),
+            }
+        )
     if json_out:
         print_json(items)
         return
@@ -28,7 +34,9 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
     table = Table("name", "title", "phases", "agents")
     for item in items:
-        table.add_row(item["name"], item["title"] or "", " → ".join(item["phases"]), str(item["agents"]))
+        table.add_row(
+            item["name"], item["title"] or "", " → ".join(item["phases"]), str(item["agents"])
+        )
     Console().print(table)
 
 

@@ -17,17 +17,33 @@ def register(app: typer.Typer) -> None:
 
 def execute(
     framework: str = typer.Option(None, "--framework", "-f", help="rise, care, or a .yaml path."),
-    task: str = typer.Option(None, "--task", "-t", help="The task (creates a session if none given)."),
+    task: str = typer.Option(
+        None, "--task", "-t", help="The task (creates a session if none given)."
+    ),
     session: str = typer.Option(None, "--session", "-s", help="Session id (default: current)."),
     name: str = typer.Option(None, "--name", help="Name of a new session."),
     checkpoint: str = typer.Option(None, "--checkpoint", help="phase | agent | step | none"),
-    parallel: bool = typer.Option(None, "--parallel/--no-parallel", help="Run a phase's agents at once."),
-    model: str = typer.Option(None, "--model", "-m", help="Model name, or `local` for the embedded one."),
-    config: Path = typer.Option(None, "--config", "-c", help="Config YAML (default: ./pliny.yaml)."),
-    rerun: list[str] = typer.Option(None, "--rerun", help="Re-run this agent and what depends on it."),
-    timeout: str = typer.Option(None, "--timeout", help="Stop the whole run after this long (e.g. 10m)."),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT."),
-    from_phase: str = typer.Option(None, "--from-phase", help="Re-run from this phase, reusing earlier results."),
+    parallel: bool = typer.Option(
+        None, "--parallel/--no-parallel", help="Run a phase's agents at once."
+    ),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Model name, or `local` for the embedded one."
+    ),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Config YAML (default: ./pliny.yaml)."
+    ),
+    rerun: list[str] = typer.Option(
+        None, "--rerun", help="Re-run this agent and what depends on it."
+    ),
+    timeout: str = typer.Option(
+        None, "--timeout", help="Stop the whole run after this long (e.g. 10m)."
+    ),
+    metrics_port: int = typer.Option(
+        None, "--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT."
+    ),
+    from_phase: str = typer.Option(
+        None, "--from-phase", help="Re-run from this phase, reusing earlier results."
+    ),
     until_phase: str = typer.Option(None, "--until-phase", help="Stop (paused) after this phase."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
     workspace: Path = WorkspaceOpt,
@@ -43,10 +59,19 @@ def execute(
     code = run_session(
         workspace_path(workspace),
         json_out,
-        framework=framework, task=task, session_id=session, name=name, config_path=config,
-        overrides=overrides, model=model, parallel=parallel, rerun=list(rerun or []),
-        metrics_port=metrics_port, from_phase=from_phase, until_phase=until_phase,
-    )  # fmt: skip
+        framework=framework,
+        task=task,
+        session_id=session,
+        name=name,
+        config_path=config,
+        overrides=overrides,
+        model=model,
+        parallel=parallel,
+        rerun=list(rerun or []),
+        metrics_port=metrics_port,
+        from_phase=from_phase,
+        until_phase=until_phase,
+    )
     raise typer.Exit(code)
 
 
@@ -113,8 +138,12 @@ class _LiveView:
 
             from pliny.live import render
 
-            self.live = Live(get_renderable=lambda: render(self.progress, self.title),
-                             console=self.console, refresh_per_second=4, transient=False)  # fmt: skip
+            self.live = Live(
+                get_renderable=lambda: render(self.progress, self.title),
+                console=self.console,
+                refresh_per_second=4,
+                transient=False,
+            )
             self.live.__enter__()
         return self
 
@@ -138,7 +167,7 @@ def _milestone(event: Any) -> str | None:
         "agent_failed": f"  ✖ {where}: {getattr(event, 'message', '')}",
         "llm_queued": f"  ⧗ {where} waiting for the local model",
         "retry": f"  ↻ {where} retry {getattr(event, 'attempt', '')} "
-                 f"({getattr(event, 'category', '')}): {getattr(event, 'message', '')[:120]}",
+        f"({getattr(event, 'category', '')}): {getattr(event, 'message', '')[:120]}",
         "checkpoint_created": f"  ⎇ checkpoint {getattr(event, 'name', '')}",
         "circuit_opened": f"  ⚠ circuit open for {getattr(event, 'endpoint', '')}",
     }.get(event.type)
@@ -149,8 +178,11 @@ def _report(outcome: Any, progress: Any, json_out: bool) -> None:
     summary["status"] = outcome.status
     summary["exit_code"] = outcome.exit_code
     if outcome.error is not None:
-        summary["error"] = {"category": str(outcome.error.category), "code": outcome.error.code,
-                            "message": str(outcome.error)}  # fmt: skip
+        summary["error"] = {
+            "category": str(outcome.error.category),
+            "code": outcome.error.code,
+            "message": str(outcome.error),
+        }
     if json_out:
         print_json(summary)
         return
@@ -162,9 +194,11 @@ def _report(outcome: Any, progress: Any, json_out: bool) -> None:
     if not console.is_terminal:
         console.print(render(progress, f"session {outcome.session.id}"))
     t = summary["totals"]
-    console.print(f"[bold]{outcome.status}[/] · session {outcome.session.id} · {t['calls']} calls · "
-                  f"{t['tokens']:,} tokens · ${t['cost_usd']:.4f}"
-                  + (f" ({t['unpriced_calls']} unpriced)" if t["unpriced_calls"] else ""))  # fmt: skip
+    console.print(
+        f"[bold]{outcome.status}[/] · session {outcome.session.id} · {t['calls']} calls · "
+        f"{t['tokens']:,} tokens · ${t['cost_usd']:.4f}"
+        + (f" ({t['unpriced_calls']} unpriced)" if t["unpriced_calls"] else "")
+    )
     if summary["files_written"]:
         console.print("outputs: " + ", ".join(summary["files_written"]))
     if outcome.error is not None:

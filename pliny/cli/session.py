@@ -44,8 +44,15 @@ def list_(
 
     table = Table("", "id", "name", "framework", "status", "phase", "age")
     for s in sessions:
-        table.add_row("*" if s.id == current else "", s.id, s.name, s.framework or "-", s.status,
-                      s.phase or "-", age(s.created))  # fmt: skip
+        table.add_row(
+            "*" if s.id == current else "",
+            s.id,
+            s.name,
+            s.framework or "-",
+            s.status,
+            s.phase or "-",
+            age(s.created),
+        )
     Console().print(table if sessions else "no sessions in this workspace")
 
 
@@ -78,7 +85,9 @@ def resume(
     if state.status == "completed":
         raise UsageError(f"session {state.id!r} is already completed")
     if not state.framework:
-        raise UsageError(f"session {state.id!r} never ran: use `pliny execute --session {state.id}`")
+        raise UsageError(
+            f"session {state.id!r} never ran: use `pliny execute --session {state.id}`"
+        )
     raise typer.Exit(run_session(ws, json_out, session_id=state.id))
 
 
@@ -107,8 +116,12 @@ def rm(
 
 @app.command("clean")
 def clean(
-    all_: bool = typer.Option(False, "--all", help="Also failed, crashed, cancelled and paused ones."),
-    older_than: str = typer.Option(None, "--older-than", help="Only sessions older than this (30d)."),
+    all_: bool = typer.Option(
+        False, "--all", help="Also failed, crashed, cancelled and paused ones."
+    ),
+    older_than: str = typer.Option(
+        None, "--older-than", help="Only sessions older than this (30d)."
+    ),
     refs: bool = typer.Option(False, "--refs", help="Also delete their git checkpoint refs."),
     workspace: Path = WorkspaceOpt,
 ) -> None:
@@ -117,4 +130,6 @@ def clean(
     from pliny.sessionview import clean as do_clean
 
     removed = do_clean(workspace_path(workspace), all_, parse_duration(older_than), refs)
-    typer.echo(f"removed {len(removed)} session(s)" + (": " + ", ".join(removed) if removed else ""))
+    typer.echo(
+        f"removed {len(removed)} session(s)" + (": " + ", ".join(removed) if removed else "")
+    )
