@@ -312,6 +312,7 @@ def _attach_listeners(
     mode = settings.execution.checkpoint
     if mode != "none":
         listener = CheckpointListener.open(opts.workspace, state, mode, bus)
+        workspace.before_write.append(listener.store.capture_preimage)
         workspace.on_write.append(listener.record_write)
         bus.subscribe(listener)
     bus.subscribe(_PhaseTracker(SessionStore(opts.workspace), state))

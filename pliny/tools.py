@@ -39,6 +39,7 @@ class Workspace:
     root: Path
     protected: tuple[str, ...] = PROTECTED
     on_write: list[WriteHook] = field(default_factory=list)
+    before_write: list[Callable[[str], None]] = field(default_factory=list)
 
     def resolve(self, path: str, *, for_write: bool = False) -> tuple[Path, str]:
         """Absolute path and POSIX relative path, or ToolError."""
@@ -95,6 +96,8 @@ class Workspace:
     def write_file(self, path: str, content: str, agent: str | None = None) -> str:
         target, rel = self.resolve(path, for_write=True)
         data = content.encode("utf-8")
+        for hook in self.before_write:  # e.g. keep the user's uncommitted version for rollback
+            hook(rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.pliny-tmp")
         tmp.write_bytes(data)
