@@ -1,0 +1,66 @@
+"""Secrets never reach the audit log, the session state, outputs or a git commit.
+
+A canary API key is given to a real CLI run (through the environment, as a
+user would); afterwards every byte Pliny wrote is searched for it, including
+every git object, decompressed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+CANARY = "sk-canary-7f3e9b1c5d2a4e6f8091a2b3c4d5e6f7"
+CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
+
+
+def _run(args: list[str], ws: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args, "-w", str(ws)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+
+
+def _all_bytes(ws: Path) -> list[tuple[Path, bytes]]:
+    """Every file in the workspace, with git objects decompressed."""
+    found = []
+    for path in ws.rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        loose = path.parent.parent.name == "objects" and len(path.parent.name) == 2
+        if loose:  # packed objects are checked through `git cat-file` instead
+            data = zlib.decompress(data)
+        found.append((path, data))
+    return found
+
+
+def test_canary_key_appears_nowhere(fake_server, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "app.py").write_text("print('hello')\n")
+    env = {**os.environ, "OPENAI_BASE_URL": fake_server.base_url, "OPENAI_API_KEY": CANARY}
+    # One agent tries to smuggle the key into a file via the tools: the key
+    # itself is never given to the model, so the model can't know it.
+    done = _run(["execute", "-f", "rise", "-t", "Document app.py", "--checkpoint", "agent"], ws, env)
+    assert done.returncode == 0, done.stderr
+    # The key did reach the endpoint (the run was real) ...
+    assert any(r.api_key == CANARY for r in fake_server.requests)
+    # ... and a failing run (401) records its error without the key either.
+    fake_server.fail(401, times=50)
+    failed = _run(["execute", "-f", "rise", "-t", "Second run"], ws, env)
+    assert failed.returncode == 1
+    for text in (done.stdout, done.stderr, failed.stdout, failed.stderr):
+        assert CANARY not in text
+    # Pack any loose objects too, then read them back through git itself.
+    subprocess.run(["git", "-C", str(ws), "gc", "-q"], check=True)
+    objects = subprocess.run(
+        ["git", "-C", str(ws), "cat-file", "--batch-all-objects", "--batch"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert len(objects) > 1000  # the checkpoints really are in there
+    assert CANARY.encode() not in objects
+    hits = [str(p) for p, data in _all_bytes(ws) if CANARY.encode() in data]
+    assert hits == []
+    assert (ws / "audit-logs").is_dir() and any((ws / ".pliny").rglob("state.json"))
