@@ -3,7 +3,8 @@
     python bench/bench_audit.py [--dir DIR] [--repeat 3]
 
 Writes realistic llm_call events to a fresh file in a temporary directory
-(default: next to bench/results, i.e. on the repository's disk, not tmpfs).
+(default: the system's; pass ``--dir`` to measure another disk, and make sure
+it is not a tmpfs, where fsync costs nothing).
 The baseline is the cheapest possible logger: ``f.write(json.dumps(d)+"\\n")``
 on a buffered file, no fsync, no chain, no redaction. Results go to
 ``bench/results/audit.json``.
@@ -97,10 +98,11 @@ def measure(workdir: Path, name: str, fn: Callable[[Path, int], float], repeat: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=RESULTS, help="where the temp dir goes")
+    parser.add_argument("--dir", type=Path, default=None, help="where the temp dir goes")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    args.dir.mkdir(parents=True, exist_ok=True)
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-audit-", dir=args.dir))
     try:
         rows = {"baseline": measure(workdir, "baseline", run_baseline, args.repeat)}
@@ -113,7 +115,7 @@ def main() -> None:
         }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report(rows, overhead, args.dir)
+    report(rows, overhead, workdir.parent)
 
 
 def report(rows: dict, overhead: dict, where: Path) -> None:

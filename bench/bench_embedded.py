@@ -1,13 +1,15 @@
 """Embedded model speed: server start-up, tokens/s, per-agent latency, queueing.
 
-    python bench/bench_embedded.py [--runs 3] [--max-tokens 128] [--n-ctx 8192]
+    python bench/bench_embedded.py [--runs 3] [--max-tokens 128] [--n-ctx 8192] [--threads N]
 
 Everything goes through the real path an agent uses: ``EmbeddedServer`` (llama.cpp's
 OpenAI-compatible server on 127.0.0.1) and the ``openai`` AsyncOpenAI client,
 non-streaming, temperature 0. The baseline, in the same run, is llama-cpp-python's
 ``Llama.create_chat_completion`` called in-process with the same model, context
-and threads: the ratio is what the HTTP server + SDK add. The server is stopped
-before the baseline loads, so the two never share the 2 cores.
+and threads: the ratio is what the HTTP server + SDK add. Each request runs on
+both sides back to back (never at once), alternating which goes first, so load
+from other processes hits both alike. llama.cpp threads spin-wait, so a busy box
+makes every figure noisy: the 1-minute load average is recorded with the results.
 Results go to ``bench/results/embedded.json``.
 """
 
@@ -85,76 +87,92 @@ def _summary(calls: list[dict[str, float]]) -> dict[str, Any]:
             "completion_tokens": statistics.median(c["completion_tokens"] for c in calls)}
 
 
-# -- through the server --------------------------------------------------------
-async def _server_call(client: AsyncOpenAI, model: str, messages: list[dict[str, str]],
-                       max_tokens: int) -> dict[str, float]:
+# -- measurements -------------------------------------------------------------------
+def startups(local: LocalModel, runs: int) -> list[float]:
+    """Spawn + model load + first healthy GET /v1/models, through EmbeddedServer."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with EmbeddedServer(local):
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def load_direct(local: LocalModel, threads: int) -> tuple[Any, float]:
+    from llama_cpp import Llama
+
+    t0 = time.perf_counter()
+    llm = Llama(model_path=str(default_model_path()), n_ctx=local.n_ctx, n_threads=threads,
+                n_threads_batch=threads, verbose=False)
+    return llm, time.perf_counter() - t0
+
+
+async def via_server(client: AsyncOpenAI, model: str, messages: list[dict[str, str]],
+                     max_tokens: int) -> dict[str, float]:
     start = time.perf_counter()
     reply = await client.chat.completions.create(
         model=model, messages=messages, max_tokens=max_tokens, temperature=0)  # type: ignore[arg-type]
     return _call_stats(time.perf_counter() - start, reply.usage)
 
 
-async def _server_suite(srv: EmbeddedServer, args: argparse.Namespace) -> dict[str, Any]:
-    client = AsyncOpenAI(base_url=srv.base_url, api_key=srv.api_key, max_retries=0, timeout=300)
-    await _server_call(client, srv.model_alias, _msgs("Hi"), 4)  # warm-up
-    _note("server: generation prompts")
-    gen = [await _server_call(client, srv.model_alias, _msgs(p), args.max_tokens)
-           for p in GEN_PROMPTS]
-    agent = [await _server_call(client, srv.model_alias, AGENT_MESSAGES, args.max_tokens)
-             for _ in range(args.runs)]
-    # Parallel agents on one local model: the server runs them one at a time.
-    _note(f"server: {args.parallel} agents at once")
+def via_direct(llm: Any, messages: list[dict[str, str]], max_tokens: int) -> dict[str, float]:
     start = time.perf_counter()
-    together = await asyncio.gather(*(
-        _server_call(client, srv.model_alias, AGENT_MESSAGES, args.max_tokens)
+    out = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0)
+    return _call_stats(time.perf_counter() - start, argparse.Namespace(**out["usage"]))
+
+
+async def paired(srv: EmbeddedServer, llm: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Each request once through the server and once in-process, back to back, in
+    alternating order, so load drifting on the box hits both sides alike."""
+    client = AsyncOpenAI(base_url=srv.base_url, api_key=srv.api_key, max_retries=0, timeout=300)
+    cases = [("generation", _msgs(p)) for p in GEN_PROMPTS]
+    cases += [("agent", AGENT_MESSAGES)] * args.runs
+    out: dict[str, dict[str, list[dict[str, float]]]] = {
+        side: {"generation": [], "agent": []} for side in ("server", "direct")}
+    await via_server(client, srv.model_alias, _msgs("Hi"), 4)  # warm-up both
+    via_direct(llm, _msgs("Hi"), 4)
+    for i, (kind, messages) in enumerate(cases):
+        _note(f"{kind} {i + 1}/{len(cases)}")
+        server_first = i % 2 == 0
+        if not server_first:
+            out["direct"][kind].append(via_direct(llm, messages, args.max_tokens))
+        out["server"][kind].append(
+            await via_server(client, srv.model_alias, messages, args.max_tokens))
+        if server_first:
+            out["direct"][kind].append(via_direct(llm, messages, args.max_tokens))
+    return {side: {kind: _summary(calls) for kind, calls in kinds.items()}
+            for side, kinds in out.items()}
+
+
+async def queued(srv: EmbeddedServer, args: argparse.Namespace) -> dict[str, Any]:
+    """Parallel agents on one local model: the server runs them one at a time."""
+    client = AsyncOpenAI(base_url=srv.base_url, api_key=srv.api_key, max_retries=0, timeout=300)
+    _note(f"{args.parallel} agents at once")
+    start = time.perf_counter()
+    calls = await asyncio.gather(*(
+        via_server(client, srv.model_alias, AGENT_MESSAGES, args.max_tokens)
         for _ in range(args.parallel)))
-    wall = time.perf_counter() - start
-    return {"generation": _summary(gen), "agent": _summary(agent),
-            "parallel": {"agents": args.parallel, "wall_s": wall,
-                         "sum_of_single_s": sum(c["latency_s"] for c in agent[:1]) * args.parallel,
-                         "latencies_s": [c["latency_s"] for c in together]}}
+    return {"agents": args.parallel, "wall_s": time.perf_counter() - start,
+            "latencies_s": sorted(c["latency_s"] for c in calls)}
 
 
-def bench_server(args: argparse.Namespace) -> dict[str, Any]:
-    local = LocalModel(n_ctx=args.n_ctx, startup_timeout=120)
-    starts = []
-    _note("server: start-ups")
-    for _ in range(args.runs):  # start-up = spawn + load + first healthy GET /v1/models
-        t0 = time.perf_counter()
-        with EmbeddedServer(local):
-            starts.append(time.perf_counter() - t0)
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    local = LocalModel(n_ctx=args.n_ctx, n_threads=args.threads, startup_timeout=120)
+    _note("server start-ups")
+    starts = startups(local, args.runs)
+    llm, load = load_direct(local, args.threads)
     with EmbeddedServer(local) as srv:
-        result = asyncio.run(_server_suite(srv, args))
-    result["startup_s"] = {"runs": starts, "median": statistics.median(starts)}
+        result = asyncio.run(paired(srv, llm, args))
+        result["queued"] = asyncio.run(queued(srv, args))
+    llm.close()
+    result["server"]["startup_s"] = {"runs": starts, "median": statistics.median(starts)}
+    result["direct"]["load_s"] = load
     return result
 
 
-# -- in-process baseline -----------------------------------------------------------
-def bench_direct(args: argparse.Namespace) -> dict[str, Any]:
-    from llama_cpp import Llama
-
-    _note("in-process baseline")
-    t0 = time.perf_counter()
-    llm = Llama(model_path=str(default_model_path()), n_ctx=args.n_ctx,
-                n_threads=default_threads(), n_threads_batch=default_threads(), verbose=False)
-    load = time.perf_counter() - t0
-
-    def call(messages: list[dict[str, str]], max_tokens: int) -> dict[str, float]:
-        start = time.perf_counter()
-        out = llm.create_chat_completion(messages=messages, max_tokens=max_tokens,  # type: ignore[arg-type]
-                                         temperature=0)
-        usage = argparse.Namespace(**out["usage"])  # type: ignore[index]
-        return _call_stats(time.perf_counter() - start, usage)
-
-    call(_msgs("Hi"), 4)
-    gen = [call(_msgs(p), args.max_tokens) for p in GEN_PROMPTS]
-    agent = [call(AGENT_MESSAGES, args.max_tokens) for _ in range(args.runs)]
-    llm.close()
-    return {"load_s": load, "generation": _summary(gen), "agent": _summary(agent)}
-
-
 # -- report ------------------------------------------------------------------------
-def _table(server: dict[str, Any], direct: dict[str, Any]) -> None:
+def _table(result: dict[str, Any]) -> None:
+    server, direct = result["server"], result["direct"]
     from rich.console import Console
     from rich.table import Table
 
@@ -173,11 +191,11 @@ def _table(server: dict[str, Any], direct: dict[str, Any]) -> None:
     row("agent call tokens/s", server["agent"]["tokens_per_s"],
         direct["agent"]["tokens_per_s"], ".1f")
     Console().print(table)
-    par = server["parallel"]
+    par = result["queued"]
     print(f"agent prompt: {server['agent']['prompt_tokens']:.0f} prompt tokens, "
           f"{server['agent']['completion_tokens']:.0f} completion tokens (median)")
     print(f"{par['agents']} agents at once: wall {par['wall_s']:.2f} s, latencies "
-          + ", ".join(f"{x:.2f}" for x in sorted(par["latencies_s"]))
+          + ", ".join(f"{x:.2f}" for x in par["latencies_s"])
           + " s (one model: they queue)")
 
 
@@ -186,19 +204,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="agent calls and start-ups")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--n-ctx", type=int, default=LocalModel().n_ctx)
+    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--parallel", type=int, default=3, help="agents sent at once")
     parser.add_argument("--out", type=Path, default=RESULTS / "embedded.json")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    server = bench_server(args)
-    direct = bench_direct(args)
-    _table(server, direct)
+    result = run(args)
+    _table(result)
+    server, direct = result["server"], result["direct"]
     doc = {"machine": {"platform": platform.platform(), "python": sys.version.split()[0],
-                       "cpus": os.cpu_count(), "threads": default_threads(),
+                       "cpus": os.cpu_count(),
                        # llama.cpp threads spin-wait: other load on the box skews everything
                        "loadavg_1m": {"before": load_before, "after": os.getloadavg()[0]}},
-           "settings": {"n_ctx": args.n_ctx, "max_tokens": args.max_tokens, "runs": args.runs},
-           "server": server, "direct": direct,
+           "settings": {"n_ctx": args.n_ctx, "threads": args.threads,
+                        "max_tokens": args.max_tokens, "runs": args.runs},
+           **result,
            "overhead_ratio": {
                "agent_latency": server["agent"]["latency_median_s"]
                / direct["agent"]["latency_median_s"],

@@ -350,6 +350,9 @@ def verify(ws: Path, server: FakeServer, ref: Reference, ledger: Ledger,
     if (status := listed_status(ws, server, session)) != "completed":
         problems.append(f"status {status}, want completed")
     problems += diff_outputs(outputs(ws), ref.outputs)
+    sent = {body_hash(r.body) for r in server.requests}
+    if not journal_hashes(ws, session) or not journal_hashes(ws, session) <= sent:
+        problems.append("journal hashes do not match request bodies: re-sends would go unseen")
     if ledger.resent:
         problems.append(f"re-sent recorded calls: {ledger.resent}")
     total = len(server.requests)

@@ -242,10 +242,12 @@ async def _converse(
             tool_failures = 0 if ok else tool_failures + 1
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
         if tool_failures > max_tool_failures:
-            raise ToolError(
+            err = ToolError(
                 f"agent {agent.name}: {tool_failures} consecutive tool errors, last: {content}",
                 code="PLINY-TOOL-REPEATED",
             )
+            err.attempts = tool_failures
+            raise err
     # Out of turns: ask for the final answer with tools withdrawn.
     messages.append({"role": "user", "content": "Stop using tools now and give your final answer."})
     reply = await run.gateway.chat(

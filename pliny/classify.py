@@ -33,6 +33,7 @@ PLINY-TOOL-DENIED             tool        yes          path outside the workspac
 PLINY-TOOL-UNKNOWN            tool        yes          the model called a tool that does not exist
 PLINY-TOOL-BAD-ARGS           tool        yes          tool arguments invalid
 PLINY-TOOL-TIMEOUT            tool        yes          a tool ran past its time limit
+PLINY-TOOL-REPEATED           tool        yes          the model kept calling tools that failed
 PLINY-SYS-OS                  system      no           other OSError
 PLINY-SYS-DISK-FULL           system      no           ENOSPC, EDQUOT
 PLINY-SYS-PERMISSION          system      no           EACCES, EPERM, EROFS
@@ -106,6 +107,7 @@ class Code(StrEnum):
     TOOL_UNKNOWN = "PLINY-TOOL-UNKNOWN"
     TOOL_BAD_ARGS = "PLINY-TOOL-BAD-ARGS"
     TOOL_TIMEOUT = "PLINY-TOOL-TIMEOUT"
+    TOOL_REPEATED = "PLINY-TOOL-REPEATED"
     SYS_OS = "PLINY-SYS-OS"
     SYS_DISK_FULL = "PLINY-SYS-DISK-FULL"
     SYS_PERMISSION = "PLINY-SYS-PERMISSION"

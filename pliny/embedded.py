@@ -99,11 +99,15 @@ def missing_runtime() -> list[str]:
 
 
 def default_threads() -> int:
-    # The CPUs we may actually run on (cgroups/affinity), not the host's total.
+    """All usable CPUs but one. llama.cpp threads spin-wait on each other, so when
+    anything else wants a core (pliny itself, git, a test run) using every core
+    collapses throughput: measured on 2 cores under load, 1 thread gave 52 tokens/s
+    where 2 gave 13 (bench/bench_embedded.py --threads)."""
     try:
-        return len(os.sched_getaffinity(0))
+        usable = len(os.sched_getaffinity(0))  # cgroup/affinity aware, unlike cpu_count()
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        usable = os.cpu_count() or 1
+    return max(1, usable - 1)
 
 
 class EmbeddedServer:

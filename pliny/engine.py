@@ -54,7 +54,7 @@ class Engine:
     framework: Framework
     run: AgentRun
     parallel: bool = True
-    fresh: set[str] = field(default_factory=set)  # agents whose journal is bypassed (--rerun)
+    fresh: set[str] = field(default_factory=set)  # re-run agents: skip the result cache
     _phase_started: dict[str, float] = field(default_factory=dict)
     _semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
@@ -112,18 +112,15 @@ class Engine:
                 )
             )
             started = time.perf_counter()
+            limit, which = self._agent_timeout(phase, agent)
             try:
                 async with self._semaphore(phase):
-                    async with asyncio.timeout(self._agent_timeout(phase, agent)):
+                    async with asyncio.timeout(limit):
                         result = await run_agent(self.run, phase.name, agent, dict(state), ctx)
             except TimeoutError:
-                err: PlinyError = SystemFailure(
-                    f"agent {agent.name} timed out",
-                    code="PLINY-TIMEOUT-AGENT",
-                    recoverable=True,
-                    hint="raise execution.timeouts.agent or the agent's timeout, then resume",
+                return self._failed(
+                    phase, agent, _timeout_error(agent.name, phase.name, which, limit)
                 )
-                return self._failed(phase, agent, err)
             except Exception as exc:  # noqa: BLE001 - classified, then policy decides
                 err = classify(exc)
                 if isinstance(err, BudgetExceeded | Cancelled):
@@ -159,7 +156,8 @@ class Engine:
         )
         if not skipped:
             raise AgentFailure(agent.name, err, attempts)
-        error = {"category": str(err.category), "code": err.code, "message": err.message}
+        # plain str: LangGraph's checkpoint serializer must not see our enums
+        error = {"category": str(err.category), "code": str(err.code), "message": err.message}
         return {"results": {agent.name: {"status": "failed", "error": error}}}
 
     def _join(self, phase: Phase) -> Any:
@@ -171,12 +169,17 @@ class Engine:
             if minimum is None:
                 minimum = len(phase.agents) if phase.on_agent_failure == "fail" else 1
             if len(done) < minimum:
+                why = "; ".join(
+                    f"{a.name}: {err.get('category')} {err.get('code')}: {err.get('message')}"
+                    for a in phase.agents
+                    if (err := results.get(a.name, {}).get("error"))
+                )
                 raise SystemFailure(
                     f"phase {phase.name}: {len(done)}/{len(phase.agents)} agents succeeded, "
-                    f"min_successful_agents is {minimum}",
+                    f"min_successful_agents is {minimum} ({why})",
                     code="PLINY-PHASE-FAILED",
                     recoverable=True,
-                    hint="fix the cause, then `pliny session resume`",
+                    hint="fix the cause, then `pliny session resume` (retries the failed agents)",
                 )
             update = self._route(phase, state)
             started = self._phase_started.pop(phase.name, None)
@@ -219,15 +222,28 @@ class Engine:
         limit = phase.max_concurrency or len(phase.agents)
         return self._semaphores.setdefault(phase.name, asyncio.Semaphore(limit))
 
-    def _agent_timeout(self, phase: Phase, agent: Agent) -> float | None:
+    def _agent_timeout(self, phase: Phase, agent: Agent) -> tuple[float | None, str]:
+        """The tighter of the agent's limit and what is left of the phase's."""
         timeouts = self.run.settings.execution.timeouts
-        limits = [agent.timeout or timeouts.agent]
-        phase_limit = phase.timeout or timeouts.phase
-        if phase_limit:
+        limits: list[tuple[float, str]] = []
+        if agent_limit := agent.timeout or timeouts.agent:
+            limits.append((agent_limit, "agent"))
+        if phase_limit := phase.timeout or timeouts.phase:
             started = self._phase_started.setdefault(phase.name, time.monotonic())
-            limits.append(max(0.0, phase_limit - (time.monotonic() - started)))
-        present = [x for x in limits if x]
-        return min(present) if present else None
+            limits.append((max(0.0, phase_limit - (time.monotonic() - started)), "phase"))
+        return min(limits) if limits else (None, "agent")
+
+
+def _timeout_error(agent: str, phase: str, which: str, limit: float | None) -> PlinyError:
+    if which == "phase":
+        return SystemFailure(
+            f"agent {agent} stopped: phase {phase} ran out of time", code="PLINY-TIMEOUT-PHASE",
+            recoverable=True, hint="raise the phase's timeout or execution.timeouts.phase; resume",
+        )  # fmt: skip
+    return SystemFailure(
+        f"agent {agent} timed out after {limit:g}s", code="PLINY-TIMEOUT-AGENT", recoverable=True,
+        hint="raise execution.timeouts.agent or the agent's timeout, then resume",
+    )  # fmt: skip
 
 
 def _goto(state: RunState) -> str:

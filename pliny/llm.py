@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from pliny import tokens
 from pliny.classify import Code, bad_response, classify
-from pliny.errors import AIError, PlinyError
+from pliny.errors import AIError
 from pliny.events import Error, EventBus, LLMCall, LLMQueued
 from pliny.journal import Journal, request_hash
-from pliny.retry import RetryInfo, call_with_retry
+from pliny.retry import ModelChain, RetryInfo, call_with_retry, strategies_for_chain
 
 if TYPE_CHECKING:
     from pliny.budget import BudgetGuard
@@ -37,7 +37,7 @@ class CallContext:
     phase: str
     agent: str
     cycle: int = 1
-    fresh: bool = False  # --rerun: do not replay this agent's recorded answers
+    fresh: bool = False  # --rerun/--from-phase: skip the result cache (the journal was cleared)
     seen: Counter[str] = field(default_factory=Counter)
 
 
@@ -133,29 +133,12 @@ class LLMGateway:
         tools: list[dict[str, Any]] | None = None,
         json_schema: dict[str, Any] | None = None,
     ) -> Reply:
-        """One model turn, following the fallback chain on AI errors."""
-        chain = [model or self.endpoint.model, *self.settings.llm.fallback_models]
-        last: PlinyError | None = None
-        for candidate in dict.fromkeys(chain):  # de-duplicated, order kept
-            request = self._request(
-                candidate, messages, temperature, max_tokens, tools, json_schema
-            )
-            try:
-                return await self._call(ctx, request)
-            except AIError as exc:
-                last = exc
-                self.bus.emit(
-                    Error(
-                        phase=ctx.phase,
-                        agent=ctx.agent,
-                        category=exc.category,
-                        code=exc.code,
-                        message=f"{candidate}: {exc.message}",
-                        recoverable=True,
-                    )
-                )
-        assert last is not None
-        raise last
+        """One model turn; AI errors move along the fallback model chain."""
+        chain = ModelChain.of(model or self.endpoint.model, self.settings.llm.fallback_models)
+        request = self._request(
+            chain.current, messages, temperature, max_tokens, tools, json_schema
+        )
+        return await self._call(ctx, request, chain)
 
     def _request(
         self,
@@ -185,17 +168,17 @@ class LLMGateway:
             request["response_format"] = fmt
         return request
 
-    async def _call(self, ctx: CallContext, request: dict[str, Any]) -> Reply:
+    async def _call(self, ctx: CallContext, request: dict[str, Any], chain: ModelChain) -> Reply:
         rhash = request_hash(request)
         ctx.seen[rhash] += 1
         key = (ctx.agent, ctx.cycle, rhash, ctx.seen[rhash])
-        if self.journal and not ctx.fresh and (recorded := self.journal.get(*key)):
+        if self.journal and (recorded := self.journal.get(*key)):
             self._emit_call(ctx, request, recorded, rhash, latency_ms=0, attempt=0, replayed=True)
             return self._reply(recorded, replayed=True)
         if self.budget is not None:
             self._check_budget(ctx, request)
         async with self._slot(ctx):
-            data, attempt, latency = await self._send_with_retry(ctx, request)
+            data, attempt, latency = await self._send_with_retry(ctx, request, chain)
         if self.journal:
             self.journal.put(*key, data)
         self._emit_call(ctx, request, data, rhash, latency_ms=latency, attempt=attempt)
@@ -237,7 +220,7 @@ class LLMGateway:
         return _Slot()
 
     async def _send_with_retry(
-        self, ctx: CallContext, request: dict[str, Any]
+        self, ctx: CallContext, request: dict[str, Any], chain: ModelChain
     ) -> tuple[dict[str, Any], int, float]:
         attempts = 0
         started = 0.0
@@ -250,7 +233,9 @@ class LLMGateway:
                 breaker.before_call()  # open circuit: fails fast, retried after it closes
             started = time.perf_counter()
             try:
-                completion = await self.client.chat.completions.create(**request)
+                completion = await self.client.chat.completions.create(
+                    **{**request, "model": chain.current}
+                )
                 if not hasattr(completion, "choices"):  # the SDK returns a str for non-JSON
                     raise bad_response(self.host, completion)
                 data = normalize(completion)
@@ -265,10 +250,14 @@ class LLMGateway:
 
         def on_retry(info: RetryInfo) -> None:
             self.bus.emit(info.as_event(phase=ctx.phase, agent=ctx.agent))
+            failed = chain.current
+            if chain.advance(info.error):  # AI errors: the next model, not the same request
+                message = f"{failed}: {info.message}; switching to {chain.current}"
+                self.bus.emit(Error(phase=ctx.phase, agent=ctx.agent, category=info.category,
+                                    code=info.code, message=message, recoverable=True))  # fmt: skip
 
-        data = await call_with_retry(
-            attempt, strategies=self.settings.error_handling.retry_strategies, on_retry=on_retry
-        )
+        strategies = strategies_for_chain(self.settings.error_handling.retry_strategies, chain)
+        data = await call_with_retry(attempt, strategies=strategies, on_retry=on_retry)
         return data, attempts, (time.perf_counter() - started) * 1000
 
     def _emit_call(

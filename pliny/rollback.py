@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pliny.errors import UsageError
-from pliny.session import SessionState, SessionStore
+from pliny.session import SessionState, SessionStore, atomic_write
 
 
 async def _history(store: SessionStore, state: SessionState) -> list[Any]:
@@ -78,10 +78,22 @@ async def rollback_session(workspace: Path, session_id: str | None, name: str, f
         phase, agent, cycle = _parse_name(name)
         snapshots = await _history(sessions, state)
         fork = (_phase_entered if agent else _after_phase)(snapshots, phase, cycle)
-    result = store.rollback(name, force=force)
-    state.fork_from = fork.config["configurable"]["checkpoint_id"] if fork else None
+    # Mark the session first: if we die mid-rollback, the next run refuses
+    # until `pliny rollback NAME` is run again (it is idempotent). A refused
+    # rollback (user edits) puts the state back as it was.
+    state_file = sessions.dir(state.id) / "state.json"
+    before = state_file.read_bytes()
+    state.options["rollback_pending"] = name
     state.status = "paused"
+    sessions.save(state)
+    try:
+        result = store.rollback(name, force=force)
+    except UsageError:
+        atomic_write(state_file, before)  # refused: byte-for-byte as it was
+        raise
+    state.fork_from = fork.config["configurable"]["checkpoint_id"] if fork else None
     state.phase = None
+    state.options.pop("rollback_pending", None)
     sessions.save(state)
     from pliny.audit import open_log
 
@@ -92,8 +104,8 @@ async def rollback_session(workspace: Path, session_id: str | None, name: str, f
         log.close()
     where = "the run continues from there" if fork else "run state unchanged (manual checkpoint)"
     return (
-        f"rolled back {state.id} to {name} ({info.commit[:12]}): {len(result.files)} file(s) "
-        f"restored; {where} with `pliny session resume {state.id}`"
+        f"rolled back {state.id} to {name} ({info.commit[:12]}): {len(result.restored)} file(s) "
+        f"restored, {len(result.deleted)} removed; {where} with `pliny session resume {state.id}`"
     )
 
 
@@ -142,3 +154,23 @@ def _reachable(fw: Any, start: str) -> set[str]:
                 seen.add(dst)
                 todo.append(dst)
     return seen
+
+
+async def failed_agents_of_stuck_phase(
+    store: SessionStore, state: SessionState, fw: Any
+) -> list[str]:
+    """A phase that failed on min_successful_agents stops at its join; resuming must
+    re-run its failed agents, not just the join (which would fail again)."""
+    from pliny.engine import join_node
+
+    snapshots = await _history(store, state)
+    if not snapshots:
+        return []
+    last = snapshots[-1]
+    results = last.values.get("results", {})
+    for phase in fw.phases:
+        if join_node(phase.name) in last.next:
+            return [
+                a.name for a in phase.agents if results.get(a.name, {}).get("status") == "failed"
+            ]
+    return []

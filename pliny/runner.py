@@ -69,11 +69,16 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
     store = SessionStore(opts.workspace)
     if opts.session_id and (store.dir(opts.session_id) / "state.json").exists():
         state = store.load(opts.session_id)
-    elif opts.task and not opts.session_id:
-        state = None
+    elif opts.task:
+        state = None  # a new session (with --session ID, under that id)
     else:
         state = store.resolve(opts.session_id)
-    overrides = {**(state.options.get("overrides", {}) if state else {}), **opts.overrides}
+    if state is not None and (pending := state.options.get("rollback_pending")):
+        raise fwmod.UsageError(
+            f"session {state.id!r}: a rollback to {pending!r} was interrupted; "
+            f"run `pliny rollback {pending}` again first"
+        )
+    overrides = deep_merge(state.options.get("overrides", {}) if state else {}, opts.overrides)
     settings = load_settings(opts.workspace, opts.config_path, overrides)
     if settings.alerts:
         from pliny.alerts import validate_rules
@@ -97,6 +102,8 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
         if phase is not None and phase not in [p.name for p in framework.phases]:
             known = ", ".join(p.name for p in framework.phases)
             raise fwmod.UsageError(f"{flag}: unknown phase {phase!r} (phases: {known})")
+    if settings.execution.checkpoint != "none":
+        _check_git(opts.workspace)
     if state is None:
         if settings.sessions.state_retention:
             from pliny.sessionview import clean
@@ -112,6 +119,35 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
     return settings, store, state, framework
 
 
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Saved CLI overrides + this run's: `--timeout` on resume keeps a saved `--checkpoint`."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = deep_merge(out[key], value) if both else value
+    return out
+
+
+def _forget(session_dir: Path, agents: list[str]) -> None:
+    """Drop re-run agents' recorded answers once, so a crash mid-rerun replays the new ones."""
+    from pliny.journal import Journal
+
+    journal = Journal(session_dir / "journal.sqlite")
+    try:
+        journal.forget(agents)
+    finally:
+        journal.close()
+
+
+def _check_git(workspace: Path) -> None:
+    """Refuse a busy repo (merge, rebase, detached HEAD) or missing git before writing anything."""
+    from pliny.gitrepo import GitRepo
+
+    repo = GitRepo.open(workspace, init=False)
+    if repo is not None:
+        repo.refuse_if_busy()
+
+
 async def execute(opts: RunOptions) -> Outcome:
     from pliny.metrics import Metrics
 
@@ -121,6 +157,10 @@ async def execute(opts: RunOptions) -> Outcome:
     try:
         settings, store, state, framework = prepare(opts)
         with store.lock(state.id):
+            if not (opts.rerun or opts.from_phase) and state.status == "failed":
+                from pliny.rollback import failed_agents_of_stuck_phase
+
+                opts.rerun = await failed_agents_of_stuck_phase(store, state, framework)
             if opts.rerun or opts.from_phase:
                 from pliny.rollback import prepare_from_phase, prepare_rerun
 
@@ -128,6 +168,8 @@ async def execute(opts: RunOptions) -> Outcome:
                     await prepare_from_phase(store, state, framework, opts.from_phase)
                 else:
                     await prepare_rerun(store, state, opts.rerun)
+                store.save(state)  # the fork point first, then drop the old answers
+                _forget(store.dir(state.id), state.fresh_agents)
             return await _run_locked(opts, settings, store, state, framework, metrics)
     finally:
         if server is not None:

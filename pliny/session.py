@@ -29,19 +29,20 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pliny.errors import UsageError
 
-Status = Literal["in_progress", "completed", "failed", "crashed", "cancelled", "paused"]
+Status = Literal["created", "in_progress", "completed", "failed", "crashed", "cancelled", "paused"]
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STATE_DIR = ".pliny"
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    # microseconds: `session list` orders by creation, often several per second
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class SessionState(BaseModel):
     id: str
     name: str
-    status: Status = "in_progress"
+    status: Status = "created"  # never run yet; a run sets in_progress
     framework: str | None = None  # built-in name or path, fixed at first execute
     task: str | None = None
     created: str = Field(default_factory=now)

@@ -187,3 +187,34 @@ def test_kill_during_a_rerun_does_not_pay_the_new_answer_twice(
     asked = [agent_of(r.body) for r in server.requests]
     assert asked.count("findings") == 1, asked
     assert "NEW FINDINGS" in (ws / RUNS / "identify" / "findings.md").read_text()
+
+
+HOOK = """#!/bin/sh
+[ "$1" = prepared ] || exit 0
+if grep -q "refs/pliny/{session}/head"; then touch "{marker}"; sleep 60; fi
+exit 0
+"""
+
+
+def test_interrupted_rollback_is_reported_then_finished(
+    ws: Path, completed: Path, server: FakeServer
+) -> None:
+    """SIGKILL `pliny rollback` after it restored the files, while git moves the session head
+    (a reference-transaction hook holds it there). The session must not then claim to be
+    complete with half its files gone: resume refuses, naming the rollback to re-run, and
+    re-running it then resuming gives back the original workspace."""
+    marker = ws.parent / "in-rollback"
+    hook = ws / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(HOOK.format(session=SESSION, marker=marker))
+    hook.chmod(0o755)
+    proc = spawn(ws, server, "rollback", "after-research")
+    assert wait_until(marker.exists, proc), "the rollback never moved the head"
+    kill(proc, group=True)
+    hook.unlink()
+    assert not (ws / "DELIVERABLE.md").exists()  # the files were already rolled back
+    resume = run(ws, server, "session", "resume", SESSION)
+    assert resume.returncode == 2 and "rollback" in resume.stderr, resume.stderr
+    assert run(ws, server, "rollback", "after-research").returncode == 0
+    assert run(ws, server, "session", "resume", SESSION).returncode == 0
+    assert outputs(ws) == outputs(completed)
+    assert server.count() == 0

@@ -126,7 +126,7 @@ def _conflict(ws: Path) -> None:
     (lambda ws: (_conflict(ws), git(ws, "merge", "other", check=False)), "merge"),
     (lambda ws: (_conflict(ws), git(ws, "rebase", "other", check=False)), "rebase"),
     (lambda ws: git(ws, "checkout", "-q", "--detach"), "detached"),
-])  # fmt: skip
+], ids=["merge", "rebase", "detached"])  # fmt: skip
 def test_busy_git_workspace_is_refused(
     tmp_path: Path, server: FakeServer, setup: Callable[[Path], object], word: str
 ) -> None:

@@ -136,6 +136,12 @@ def verify(
         raise PlinyError(f"{path}:{result.first_bad_line}: {result.reason}", code="PLINY-AUDIT")
     if not json_:
         typer.echo(f"ok: {result.events} events, sequence and hash chain intact ({path})")
+        if result.torn_bytes:
+            typer.echo(
+                f"note: {result.torn_bytes} bytes of a torn last line (a crash mid-write); "
+                "the next run of this session moves them to a side file",
+                err=True,
+            )
 
 
 def _console() -> Console:

@@ -127,9 +127,14 @@ def clean(
 ) -> None:
     """Remove completed sessions (audit logs are kept)."""
     from pliny.config import parse_duration
+    from pliny.errors import UsageError
     from pliny.sessionview import clean as do_clean
 
-    removed = do_clean(workspace_path(workspace), all_, parse_duration(older_than), refs)
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    removed = do_clean(workspace_path(workspace), all_, age, refs)
     typer.echo(
         f"removed {len(removed)} session(s)" + (": " + ", ".join(removed) if removed else "")
     )
