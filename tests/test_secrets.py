@@ -18,8 +18,14 @@ CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
 
 
 def _run(args: list[str], ws: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args, "-w", str(ws)], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        [*CLI, *args, "-w", str(ws)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _all_bytes(ws: Path) -> list[tuple[Path, bytes]]:
@@ -43,7 +49,9 @@ def test_canary_key_appears_nowhere(fake_server, tmp_path: Path) -> None:
     env = {**os.environ, "OPENAI_BASE_URL": fake_server.base_url, "OPENAI_API_KEY": CANARY}
     # One agent tries to smuggle the key into a file via the tools: the key
     # itself is never given to the model, so the model can't know it.
-    done = _run(["execute", "-f", "rise", "-t", "Document app.py", "--checkpoint", "agent"], ws, env)
+    done = _run(
+        ["execute", "-f", "rise", "-t", "Document app.py", "--checkpoint", "agent"], ws, env
+    )
     assert done.returncode == 0, done.stderr
     # The key did reach the endpoint (the run was real) ...
     assert any(r.api_key == CANARY for r in fake_server.requests)
@@ -57,8 +65,9 @@ def test_canary_key_appears_nowhere(fake_server, tmp_path: Path) -> None:
     subprocess.run(["git", "-C", str(ws), "gc", "-q"], check=True)
     objects = subprocess.run(
         ["git", "-C", str(ws), "cat-file", "--batch-all-objects", "--batch"],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        check=True,
+    ).stdout
     assert len(objects) > 1000  # the checkpoints really are in there
     assert CANARY.encode() not in objects
     hits = [str(p) for p, data in _all_bytes(ws) if CANARY.encode() in data]
