@@ -114,6 +114,17 @@ class Progress:
         view.state = "skipped" if event.skipped else "failed"
         view.ended, view.error = time.monotonic(), f"{event.category}: {event.message}"
         self.last_error = f"{event.agent}: {event.message}"
+        if not event.skipped:
+            self.phase_state[view.phase] = "failed"
+
+    def _settle(self, state: str) -> None:
+        """The run ended: nothing is running any more."""
+        for phase, current in self.phase_state.items():
+            if current == "running":
+                self.phase_state[phase] = state
+        for view in self.agents.values():
+            if view.state in ("running", "queued"):
+                view.state = state
 
     def _on_retry(self, event: Event) -> None:
         self.retries += 1
@@ -132,12 +143,18 @@ class Progress:
 
     def _on_session_failed(self, event: Any) -> None:
         self.status, self.last_error = "failed", event.message
+        self._settle("failed")
 
     def _on_session_paused(self, event: Event) -> None:
         self.status = "paused"
+        self._settle("waiting")
 
     def _on_session_cancelled(self, event: Event) -> None:
         self.status = "cancelled"
+        self._settle("waiting")
+
+    def _on_session_resumed(self, event: Event) -> None:
+        self.status = "in_progress"
 
     # -- figures ------------------------------------------------------------
     @property
@@ -168,7 +185,7 @@ class Progress:
             "phases": [
                 {
                     "name": p,
-                    "state": self.phase_state.get(p, "waiting"),
+                    "state": self.phase_state.get(p, "waiting").replace("waiting", "pending"),
                     "cycles": self.cycles.get(p, 0),
                     "agents": [self._agent_summary(self.agents[a]) for a in agents],
                 }
@@ -190,7 +207,7 @@ class Progress:
     def _agent_summary(view: AgentView) -> dict[str, Any]:
         return {
             "name": view.name,
-            "state": view.state,
+            "state": "pending" if view.state == "waiting" else view.state,
             "calls": view.calls,
             "tokens": view.tokens,
             "cost_usd": round(view.cost, 6),

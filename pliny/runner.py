@@ -53,6 +53,8 @@ class RunOptions:
     metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1 while running
     from_phase: str | None = None  # re-run from this phase, reusing earlier phases' results
     until_phase: str | None = None  # stop (status paused) after this phase completes
+    timeout: float | None = None  # this run only (`--timeout`); not saved for resumes
+    metrics: Any = None  # a pliny.metrics.Metrics already serving (bound before prepare)
 
 
 @dataclass
@@ -105,10 +107,9 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
     if settings.execution.checkpoint != "none":
         _check_git(opts.workspace)
     if state is None:
-        if settings.sessions.state_retention:
-            from pliny.sessionview import clean
+        from pliny.sessionview import apply_retention
 
-            clean(opts.workspace, False, settings.sessions.state_retention, False)
+        apply_retention(opts.workspace, settings)
         state = store.create(opts.name or task[:60], opts.session_id)
     state.framework, state.task = name, task
     state.options["overrides"] = overrides
@@ -151,7 +152,7 @@ def _check_git(workspace: Path) -> None:
 async def execute(opts: RunOptions) -> Outcome:
     from pliny.metrics import Metrics
 
-    metrics = Metrics()
+    metrics = opts.metrics or Metrics()
     # Bound before anything is written: a busy port is bad input that changes nothing.
     server = metrics.serve(opts.metrics_port) if opts.metrics_port is not None else None
     try:
@@ -312,7 +313,7 @@ async def _run_engine(
     else:
         graph_input = {"task": state.task}
     stack.callback(Journal.close, run.gateway.journal) if run.gateway.journal else None
-    timeout = settings.execution.timeouts.session
+    timeout = opts.timeout or settings.execution.timeouts.session
     try:
         async with asyncio.timeout(timeout):
             final = await graph.ainvoke(graph_input, config, durability="sync")

@@ -114,3 +114,9 @@ def clean(workspace: Path, everything: bool, older_than: float | None, refs: boo
         remove(workspace, state.id, refs)
         removed.append(state.id)
     return removed
+
+
+def apply_retention(workspace: Path, settings: object) -> list[str]:
+    """`sessions.state_retention`: drop completed sessions older than it (at session start)."""
+    retention = settings.sessions.state_retention  # type: ignore[attr-defined]
+    return clean(workspace, False, retention, False) if retention else []

@@ -52,8 +52,7 @@ def execute(
     overrides: dict[str, Any] = {}
     if checkpoint:
         overrides.setdefault("execution", {})["checkpoint"] = checkpoint
-    if timeout:
-        overrides.setdefault("execution", {}).setdefault("timeouts", {})["session"] = timeout
+    session_timeout = _duration("--timeout", timeout)
     if model and model != "local":
         overrides.setdefault("llm", {})["model"] = model
     code = run_session(
@@ -71,19 +70,48 @@ def execute(
         metrics_port=metrics_port,
         from_phase=from_phase,
         until_phase=until_phase,
+        timeout=session_timeout,
     )
     raise typer.Exit(code)
 
 
+def _duration(flag: str, value: str | None) -> float | None:
+    from pliny.config import parse_duration
+    from pliny.errors import UsageError
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
 def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
     """Prepare, run with the live view, print the summary; returns the exit code."""
+    from pliny import runner
+
+    opts = runner.RunOptions(workspace=workspace, **options)
+    server = None
+    if opts.metrics_port is not None:  # bind first: a busy port is bad input, nothing written
+        from pliny.metrics import Metrics
+
+        opts.metrics = Metrics()
+        server = opts.metrics.serve(opts.metrics_port)
+        opts.metrics_port = None
+    try:
+        return _run_prepared(opts, json_out)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run_prepared(opts: Any, json_out: bool) -> int:
     import asyncio
 
     from pliny import runner
     from pliny.framework import load
     from pliny.live import Progress
 
-    opts = runner.RunOptions(workspace=workspace, **options)
+    workspace = opts.workspace
     settings, store, state, framework = runner.prepare(opts)  # bad input fails here, untouched
     opts.session_id = state.id
     progress = Progress.for_framework(load(state.framework or "rise"))

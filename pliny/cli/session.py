@@ -18,9 +18,13 @@ def start(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Create a session and make it the current one; prints its id."""
+    from pliny.config import load_settings
     from pliny.session import SessionStore
+    from pliny.sessionview import apply_retention
 
-    state = SessionStore(workspace_path(workspace)).create(name, session_id)
+    ws = workspace_path(workspace)
+    apply_retention(ws, load_settings(ws))
+    state = SessionStore(ws).create(name, session_id)
     typer.echo(state.id)
 
 
