@@ -48,7 +48,7 @@ def messages(index: int) -> list[dict[str, str]]:
             {"role": "user", "content": f"{TASK} (part {index})"}]  # fmt: skip
 
 
-async def _create(client: Any, index: int) -> str:
+async def chat_call(client: Any, index: int) -> str:
     reply = await client.chat.completions.create(
         model=MODEL, messages=messages(index), temperature=TEMPERATURE, max_tokens=MAX_TOKENS
     )
@@ -63,7 +63,7 @@ async def run_raw(base_url: str, n: int, _work: Path) -> float:
     client = AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0)
     t0 = time.perf_counter()
     for i in range(n):
-        await _create(client, i)
+        await chat_call(client, i)
     calls = time.perf_counter() - t0
     await client.close()
     return calls
@@ -86,7 +86,7 @@ async def run_langgraph(base_url: str, n: int, work: Path) -> float:
 
     def node(i: int) -> Callable[[_State], Awaitable[dict[str, Any]]]:
         async def call(_state: _State) -> dict[str, Any]:
-            return {"results": {f"a{i:04d}": await _create(client, i)}}
+            return {"results": {f"a{i:04d}": await chat_call(client, i)}}
 
         return call
 

@@ -146,10 +146,14 @@ def builtin_names() -> list[str]:
     return sorted(p.stem for p in resources.frameworks_dir().glob("*.yaml"))
 
 
+def is_path(name_or_path: str) -> bool:
+    return "/" in name_or_path or name_or_path.endswith((".yaml", ".yml"))
+
+
 def resolve(name_or_path: str) -> Path:
     """A built-in name (``rise``) or a path to a YAML file."""
     builtin = resources.frameworks_dir() / f"{name_or_path}.yaml"
-    if "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
+    if not is_path(name_or_path):
         if builtin.is_file():
             return builtin
         known = ", ".join(builtin_names())

@@ -87,11 +87,18 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
 
         validate_rules(settings.alerts)
     name = opts.framework or (state.framework if state else None) or "rise"
-    if state and state.framework and opts.framework and opts.framework != state.framework:
+    chosen = (
+        str(Path(opts.framework).resolve())
+        if opts.framework and fwmod.is_path(opts.framework)
+        else opts.framework
+    )
+    if state and state.framework and chosen and chosen != state.framework:
         raise fwmod.UsageError(
             f"session {state.id!r} runs framework {state.framework!r}, not {opts.framework!r}"
         )
     framework = fwmod.load(name)
+    if fwmod.is_path(name):  # saved absolute: a resume may run from another directory
+        name = str(Path(name).resolve())
     task = opts.task or (state.task if state else None)
     if not task:
         raise fwmod.UsageError('no task: pass --task "..."')
@@ -249,6 +256,8 @@ def _ended(store: SessionStore, state: SessionState, bus: EventBus, exc: BaseExc
         state.status = "cancelled"
         bus.emit(SessionCancelled(reason=err.message))
     elif isinstance(err, BudgetExceeded):
+        if (breach := getattr(err, "breach", None)) is not None:
+            bus.emit(breach.to_event())
         state.status = "paused"
         bus.emit(SessionPaused(reason=err.message))
     else:
