@@ -52,7 +52,9 @@ def test_budget_pauses_then_resumes_after_raising_it(fake_server, tmp_path: Path
     (ws / "pliny.yaml").write_text("budgets:\n  max_tokens: 900\n")
     env = {**os.environ, "OPENAI_BASE_URL": fake_server.base_url, "OPENAI_API_KEY": "sk-x"}
 
-    stopped = _cli(["execute", "-f", str(ws / "chain.yaml"), "-t", "a plan", "--session", "b1"], ws, env)
+    stopped = _cli(
+        ["execute", "-f", str(ws / "chain.yaml"), "-t", "a plan", "--session", "b1"], ws, env
+    )
     assert stopped.returncode == 3, stopped.stderr
     assert "max_tokens" in stopped.stderr
     sent_before = fake_server.count()
