@@ -189,7 +189,7 @@ def summarise(times: Times, sizes: tuple[int, int]) -> dict[str, Any]:
 
 def run(quick: bool) -> Result:
     sizes = (5, 20)
-    reps = 3 if quick else 9
+    reps = 2 if quick else 9
     with fake_server(latency_ms=0) as server:
         times = measure(server.base_url, sizes, reps)
     stats = summarise(times, sizes)
@@ -201,23 +201,25 @@ def run(quick: bool) -> Result:
 
 def rows(stats: dict[str, Any]) -> list[Row]:
     raw, lg = stats["raw"], stats["langgraph"]
-    out = [Row("per agent: raw openai client", raw["per_agent_ms"], "ms/agent"),
-           Row("per agent: hand-built LangGraph", lg["per_agent_ms"], "ms/agent",
+    out = [Row("per agent: raw openai client", raw["per_agent_ms"], "ms"),
+           Row("per agent: hand-built LangGraph", lg["per_agent_ms"], "ms",
                raw["per_agent_ms"], "raw client")]  # fmt: skip
     for mode in ("none", "phase"):
         mine = stats[f"pliny-{mode}"]
         beyond = mine["per_agent_ms"] - raw["per_agent_ms"]
         running = mine["per_agent_running_ms"] - raw["per_agent_running_ms"]
         out += [
-            Row(f"per agent beyond raw: pliny ckpt {mode}", beyond, "ms/agent",
-                raw["per_agent_ms"], "raw ms/agent", f"<= {TARGET_MS:g} ms", beyond <= TARGET_MS),
-            Row(f"  of which running (no set-up): ckpt {mode}", running, "ms/agent",
-                raw["per_agent_running_ms"], "raw ms/agent", f"<= {TARGET_MS:g} ms",
-                running <= TARGET_MS),
-            Row(f"per agent: pliny ckpt {mode} vs LangGraph", mine["per_agent_ms"], "ms/agent",
-                lg["per_agent_ms"], "LangGraph ms/agent", "ratio <= 1",
-                mine["per_agent_ms"] <= lg["per_agent_ms"]),
-            Row(f"fixed start-up: pliny ckpt {mode}", mine["fixed_ms"], "ms",
-                lg["fixed_ms"], "LangGraph fixed ms"),
+            Row(f"per agent: pliny, checkpoint {mode}", mine["per_agent_ms"], "ms",
+                raw["per_agent_ms"], "raw client", f"<= raw + {TARGET_MS:g} ms",
+                beyond <= TARGET_MS, f"(+{beyond:.2f} ms)"),
+            Row("  same, vs hand-built LangGraph", mine["per_agent_ms"], "ms",
+                lg["per_agent_ms"], "LangGraph", "<= LangGraph",
+                mine["per_agent_ms"] <= lg["per_agent_ms"],
+                f"({mine['per_agent_ms'] - lg['per_agent_ms']:+.2f} ms)"),
+            Row(f"  running only (no set-up), checkpoint {mode}", mine["per_agent_running_ms"],
+                "ms", raw["per_agent_running_ms"], "raw calls", f"<= raw + {TARGET_MS:g} ms",
+                running <= TARGET_MS, f"(+{running:.2f} ms)"),
+            Row(f"  fixed start-up, checkpoint {mode}", mine["fixed_ms"], "ms",
+                lg["fixed_ms"], "LangGraph"),
         ]  # fmt: skip
     return out

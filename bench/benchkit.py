@@ -42,6 +42,7 @@ class Row:
     baseline_label: str = ""
     target: str = ""
     passed: bool | None = None
+    note: str = ""  # shown next to pass/MISS, e.g. the margin
 
     @property
     def ratio(self) -> float | None:

@@ -141,7 +141,7 @@ def test_duration_in_yaml_and_its_error(tmp_path: Path) -> None:
          "budgets.phases.research.max_cost"),
         ("pricing:\n  my-model:\n    input: 1\n    output: 2\n    cache: 1\n", "5:5",
          "pricing.my-model.cache"),
-        ("alerts:\n  - metric: cost\n    operator: gt\n    threshold: 1\n    comand: x\n", "5:5",
+        ("alerts:\n  - metric: cost_usd\n    operator: gt\n    threshold: 1\n    comand: x\n", "5:5",
          "alerts.0.comand"),
     ],
 )  # fmt: skip

@@ -61,6 +61,7 @@ def ws(tmp_path: Path) -> Path:
     store = SessionStore(tmp_path)
     state = store.create("Demo", SID)
     state.framework, state.task = "rise", "t"
+    state.status = "in_progress"  # as the runner sets it when a run starts
     store.save(state)
     return tmp_path
 
