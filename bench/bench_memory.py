@@ -1,17 +1,19 @@
 """Peak memory: `pliny execute` with one phase of 64 parallel agents, as a subprocess.
 
-Peak RSS comes from the kernel (``os.wait4`` rusage ``ru_maxrss`` of that child,
-including any process it waited for, e.g. git) and, as a cross-check, from psutil
-polling the process tree every 10 ms. The fake server answers after 200 ms so all 64
+Peak RSS comes from the kernel (``ru_maxrss`` from ``wait4``, the child's high-water
+mark including any process it waited for, e.g. git) and, as a cross-check, from psutil
+polling the process tree every 10 ms. A small launcher process forks `pliny`: Linux
+keeps a process's ``maxrss`` across exec, so a child forked straight from this (large)
+benchmark process would report this process's size. The fake server answers after 200 ms so all 64
 calls are in flight together (``execution.max_concurrency`` raised to 64). Baseline in
 the same run: the same command with a single agent.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,7 +27,19 @@ TARGET_MB = 300
 LATENCY_MS = 200.0
 
 
+# argv: result file, command...; writes the command's ru_maxrss (KiB), exits with its code
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _poll_tree(pid: int, stop: threading.Event, peak: list[int]) -> None:
+    """Sum of RSS over the launcher's descendants (pliny and whatever it runs)."""
     import psutil
 
     try:
@@ -34,7 +48,7 @@ def _poll_tree(pid: int, stop: threading.Event, peak: list[int]) -> None:
         return
     while not stop.is_set():
         try:
-            procs = [root, *root.children(recursive=True)]
+            procs = root.children(recursive=True)
             peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs))
         except psutil.Error:
             pass
@@ -50,22 +64,24 @@ def peak_rss_mb(server: Any, root: Path, agents: int) -> dict[str, float]:
     fw = write_framework(work / "fw.yaml", [("work", agents, True)])
     server.reset()
     server.latency_ms = LATENCY_MS
-    proc = subprocess.Popen(pliny_argv("execute", "-f", str(fw), "-t", "memory benchmark"),
-                            cwd=ws, env=bench_env(server.base_url), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    maxrss = work / "maxrss"
+    argv = pliny_argv("execute", "-f", str(fw), "-t", "memory benchmark")
+    log = work / "pliny.log"  # not a pipe: nobody reads it while the run goes on
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(maxrss), *argv], cwd=ws,
+                                env=bench_env(server.base_url), stdout=out, stderr=out)  # fmt: skip
     stop, polled = threading.Event(), [0]
     poller = threading.Thread(target=_poll_tree, args=(proc.pid, stop, polled), daemon=True)
     poller.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     stop.set()
     poller.join()
     if proc.returncode != 0:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise RuntimeError(f"pliny execute exited {proc.returncode}: {err[-500:]}")
+        tail = log.read_text(errors="replace")[-800:]
+        raise RuntimeError(f"pliny execute exited {proc.returncode}: {tail}")
     if server.max_in_flight < agents:
         raise RuntimeError(f"only {server.max_in_flight} of {agents} calls were in flight at once")
-    return {"kernel_mb": usage.ru_maxrss / 1024, "polled_mb": polled[0] / 2**20,
+    return {"kernel_mb": int(maxrss.read_text()) / 1024, "polled_mb": polled[0] / 2**20,
             "max_in_flight": float(server.max_in_flight)}  # fmt: skip
 
 

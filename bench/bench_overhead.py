@@ -8,8 +8,8 @@ One phase of N serial agents against the zero-latency fake server, the same N re
   with ``durability="sync"`` (what Pliny uses, so both survive a crash between nodes);
 - pliny: ``pliny.runner.execute`` (checkpoint none, and phase), audit fsync every_event.
 
-Each variant runs at two sizes (N/4 and N agents) and the per-agent cost is the slope
-``(T(N) - T(N/4)) / (N - N/4)``: fixed start-up cost (settings, session, SQLite files)
+Each variant runs at two sizes (5 and N agents) and the per-agent cost is the slope
+``(T(N) - T(5)) / (N - 5)``: fixed start-up cost (settings, session, SQLite files)
 cancels out and is reported on its own as the intercept. Medians over repetitions,
 variants interleaved so drift hits all of them alike.
 """
@@ -149,7 +149,7 @@ Times = dict[str, dict[str, dict[int, list[float]]]]  # variant -> total|calls -
 def measure(base_url: str, sizes: tuple[int, int], reps: int,
             variants: dict[str, Runner] | None = None) -> Times:  # fmt: skip
     variants = variants or VARIANTS
-    times: Times = {v: {"total": {n: [] for n in sizes}, "calls": {n: [] for n in sizes}}
+    times: Times = {v: {k: {n: [] for n in sizes} for k in ("total", "calls", "cpu")}
                     for v in variants}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pliny-bench-overhead-") as tmp:
         root = Path(tmp)
@@ -157,10 +157,11 @@ def measure(base_url: str, sizes: tuple[int, int], reps: int,
             for n in sizes:
                 for name, fn in variants.items():
                     work = _prepare(root, f"{name}-{n}-{rep}", n)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     calls = asyncio.run(fn(base_url, n, work))
                     if rep:
                         times[name]["total"][n].append(time.perf_counter() - t0)
+                        times[name]["cpu"][n].append(time.process_time() - c0)
                         times[name]["calls"][n].append(calls)
     return times
 
@@ -178,8 +179,10 @@ def summarise(times: Times, sizes: tuple[int, int]) -> dict[str, Any]:
     for name, kinds in times.items():
         per_agent, fixed = _slope(kinds["total"], sizes)
         in_calls, _ = _slope(kinds["calls"], sizes)
+        cpu, _ = _slope(kinds["cpu"], sizes)
         out[name] = {
             "per_agent_ms": per_agent, "fixed_ms": fixed, "per_agent_running_ms": in_calls,
+            "per_agent_cpu_ms": cpu,  # this process, fake server thread included
             "median_total_ms": {n: statistics.median(v) * 1000 for n, v in kinds["total"].items()},
             "runs_total_ms": {n: [round(x * 1000, 2) for x in v]
                               for n, v in kinds["total"].items()},
@@ -187,15 +190,29 @@ def summarise(times: Times, sizes: tuple[int, int]) -> dict[str, Any]:
     return out
 
 
+def check_same_requests(server: Any) -> None:
+    """The comparison is only fair if all variants send byte-for-byte the same bodies."""
+    bodies = {}
+    with tempfile.TemporaryDirectory(prefix="pliny-bench-overhead-") as tmp:
+        for name, fn in VARIANTS.items():
+            server.reset()
+            asyncio.run(fn(server.base_url, 2, _prepare(Path(tmp), name, 2)))
+            bodies[name] = [r.body for r in server.requests]
+    server.reset()
+    if any(b != bodies["raw"] for b in bodies.values()):
+        raise RuntimeError(f"the variants sent different requests: {bodies}")
+
+
 def run(quick: bool) -> Result:
-    sizes = (5, 20)
+    sizes = (5, 20) if quick else (5, 25)
     reps = 2 if quick else 9
     with fake_server(latency_ms=0) as server:
+        check_same_requests(server)
         times = measure(server.base_url, sizes, reps)
     stats = summarise(times, sizes)
     return Result("overhead", rows=rows(stats),
                   details={"sizes": sizes, "reps": reps, "variants": stats,
-                           "method": "per agent = (T(N) - T(N/4)) / (N - N/4), medians; "
+                           "method": "per agent = (T(N) - T(5)) / (N - 5) of medians; "
                                      "'running' = the calls / graph run only, no set-up"})
 
 

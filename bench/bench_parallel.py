@@ -42,14 +42,23 @@ async def raw_gather(base_url: str, n: int) -> float:
     return wall
 
 
-async def pliny_phase(base_url: str, n: int, work: Path) -> dict[str, float]:
+# Informational: the same phase without Pliny's durability work (no git checkpoint, no
+# fsync of the audit log), to show how much of the gap to the raw client that work is.
+NO_DURABILITY = {"execution": {"checkpoint": "none"}, "audit": {"fsync": "none"}}
+
+
+async def pliny_phase(base_url: str, n: int, work: Path,
+                      extra: dict[str, Any] | None = None) -> dict[str, float]:  # fmt: skip
     """Phase wall (event timestamps) and the engine's own duration_ms, in seconds."""
     from pliny.runner import RunOptions, execute
 
     seen: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"execution": {"max_concurrency": max(16, n)}}
+    for key, values in (extra or {}).items():
+        overrides[key] = {**overrides.get(key, {}), **values}
     outcome = await execute(RunOptions(
         workspace=work / "ws", framework=str(work / "fw.yaml"), task=TASK,
-        overrides={"execution": {"max_concurrency": max(16, n)}},
+        overrides=overrides,
         env={"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": API_KEY},
         listeners=[lambda e: seen.setdefault(e.type, e)],
     ))  # fmt: skip
@@ -59,22 +68,30 @@ async def pliny_phase(base_url: str, n: int, work: Path) -> dict[str, float]:
     return {"wall": _ts(done) - _ts(started), "engine": done.duration_ms / 1000}
 
 
+def _workdir(root: Path, tag: str, n: int) -> Path:
+    work = root / tag
+    work.mkdir()
+    make_workspace(work, "ws")
+    write_framework(work / "fw.yaml", [("work", n, True)])
+    return work
+
+
 def measure(base_url: str, sizes: list[int], reps: int) -> dict[int, dict[str, list[float]]]:
-    out: dict[int, dict[str, list[float]]] = {n: {"pliny": [], "engine": [], "raw": []}
-                                              for n in sizes}  # fmt: skip
+    out: dict[int, dict[str, list[float]]] = {
+        n: {"pliny": [], "engine": [], "raw": [], "no_durability": []} for n in sizes}
     with tempfile.TemporaryDirectory(prefix="pliny-bench-parallel-") as tmp:
         for rep in range(reps + 1):  # round 0 warms imports; dropped
             for n in sizes:
-                work = Path(tmp) / f"{n}-{rep}"
-                work.mkdir()
-                make_workspace(work, "ws")
-                write_framework(work / "fw.yaml", [("work", n, True)])
-                got = asyncio.run(pliny_phase(base_url, n, work))
+                got = asyncio.run(pliny_phase(base_url, n, _workdir(Path(tmp), f"{n}-{rep}", n)))
                 raw = asyncio.run(raw_gather(base_url, n))
+                bare = asyncio.run(pliny_phase(base_url, n, _workdir(Path(tmp), f"{n}-{rep}b", n),
+                                               NO_DURABILITY)) if n == 16 else None  # fmt: skip
                 if rep:
                     out[n]["pliny"].append(got["wall"])
                     out[n]["engine"].append(got["engine"])
                     out[n]["raw"].append(raw)
+                    if bare is not None:
+                        out[n]["no_durability"].append(bare["wall"])
     return out
 
 
@@ -95,7 +112,13 @@ def run(quick: bool) -> Result:
             "runs_ms": {k: [round(x * 1000, 1) for x in v] for k, v in walls[n].items()},
         }  # fmt: skip
         target = n == 16
-        result.rows.append(Row(f"efficiency, {n} parallel agents", latency / pliny, "latency/wall",
+        if walls[n]["no_durability"]:
+            bare = statistics.median(walls[n]["no_durability"])
+            result.details["sizes"][n]["no_durability_efficiency"] = latency / bare
+        result.rows.append(Row(f"parallel efficiency, {n} agents", latency / pliny, "",
                                latency / raw, "raw gather", f">= {TARGET}" if target else "",
                                latency / pliny >= TARGET if target else None))  # fmt: skip
+        if walls[n]["no_durability"]:
+            result.rows.append(Row("  same, checkpoint none + audit fsync none", latency / bare,
+                                   "", latency / raw, "raw gather"))  # fmt: skip
     return result

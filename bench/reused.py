@@ -25,19 +25,18 @@ def checkpoints(quick: bool) -> Result:
     from bench import bench_checkpoints as bc
 
     reps = 5 if quick else 21
-    cases = [(100, 1), (1000, 1), (10000, 1), (1000, 10), (1000, 100)]
-    result = Result("checkpoints", details={"reps": reps, "rows": []})
+    specs = [(100, 1), (1000, 1), (10000, 1), (1000, 10), (1000, 100)]
     with tempfile.TemporaryDirectory(prefix="pliny-bench-ckpt-") as tmp:
-        for n_files, n_changed in cases:
-            row = bc.run_case(Path(tmp), n_files, n_changed, reps)
-            result.details["rows"].append(row)
-            target = (n_files, n_changed) == (10000, 1)
-            result.rows.append(Row(
-                f"checkpoint commit, {n_files:,} files, {n_changed} changed", row["commit_ms"],
-                "ms", row["git_add_commit_ms"], "git add+commit",
-                f"<= {CHECKPOINT_TARGET_MS:g} ms" if target else "",
-                row["commit_ms"] <= CHECKPOINT_TARGET_MS if target else None,
-            ))  # fmt: skip
+        rows = bc.measure(Path(tmp), specs, reps)
+    result = Result("checkpoints", details={"reps": reps, "rows": rows})
+    for row in rows:
+        target = (row["files"], row["changed"]) == (10000, 1)
+        result.rows.append(Row(
+            f"checkpoint commit, {row['files']:,} files, {row['changed']} changed",
+            row["commit_ms"], "ms", row["git_add_commit_ms"], "git add+commit",
+            f"<= {CHECKPOINT_TARGET_MS:g} ms" if target else "",
+            row["commit_ms"] <= CHECKPOINT_TARGET_MS if target else None,
+        ))  # fmt: skip
     return result
 
 
@@ -91,19 +90,19 @@ def embedded_available() -> bool:
 def embedded(quick: bool) -> Result:
     from bench import bench_embedded as be
     from pliny.config import LocalModel
+    from pliny.embedded import default_threads
 
     args = argparse.Namespace(runs=2 if quick else 3, max_tokens=128, n_ctx=LocalModel().n_ctx,
-                              parallel=3)  # fmt: skip
+                              threads=default_threads(), parallel=3)  # fmt: skip
     load = os.getloadavg()[0]
-    server = be.bench_server(args)
-    direct = be.bench_direct(args)
-    result = Result("embedded", details={"settings": vars(args), "loadavg_before": load,
-                                         "server": server, "direct": direct})
-    gen_s, gen_d = server["generation"]["tokens_per_s"], direct["generation"]["tokens_per_s"]
-    lat_s, lat_d = server["agent"]["latency_median_s"], direct["agent"]["latency_median_s"]
+    got = be.run(args)
+    server, direct = got["server"], got["direct"]
+    result = Result("embedded", details={"settings": vars(args), "loadavg_before": load, **got})
     result.rows += [
-        Row("embedded tokens/s (server + openai SDK)", gen_s, "tokens/s", gen_d, "in-process"),
-        Row("embedded agent call latency", lat_s, "s", lat_d, "in-process"),
+        Row("embedded tokens/s (server + openai SDK)", server["generation"]["tokens_per_s"],
+            "tokens/s", direct["generation"]["tokens_per_s"], "in-process llama.cpp"),
+        Row("embedded agent call latency", server["agent"]["latency_median_s"], "s",
+            direct["agent"]["latency_median_s"], "in-process llama.cpp"),
         Row("embedded server start-up", server["startup_s"]["median"], "s", direct["load_s"],
             "in-process load"),
     ]  # fmt: skip

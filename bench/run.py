@@ -122,7 +122,7 @@ def print_table(rows: list[Row], skipped: dict[str, str], errors: dict[str, str]
         table.add_row(name, "", "", "", "", why)
     for name, err in errors.items():
         table.add_row(name, "", "", "", "", f"ERROR {err[:80]}")
-    Console(width=max(140, Console().width)).print(table)
+    Console(width=max(160, Console().width)).print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

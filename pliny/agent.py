@@ -77,9 +77,6 @@ def prompt_context(fw: Framework, state: dict[str, Any]) -> dict[str, Any]:
                 parts.append(f"### {agent.name}\n{ctx[agent.name]}")
         if parts:
             ctx[phase.name] = "\n\n".join(parts)
-    for name, value in list(ctx.items()):
-        if isinstance(value, dict):  # {{agent}} alone renders the JSON, .field the field
-            ctx[name] = value
     return ctx
 
 
@@ -266,7 +263,10 @@ def _workspace_digest(run: AgentRun, ctx: CallContext, agent: Agent) -> str:
     _emit_engine_tool(run, ctx, agent, "list_files", {}, listing.ok, duration)
     skip = (run.settings.execution.output_dir + "/",)
     files = [f for f in listing.content.splitlines() if f and not f.startswith(skip + ("(", "..."))]
-    sized = sorted(files, key=lambda f: (run.workspace.root / f).stat().st_size)
+    root = run.workspace.root
+    sized = sorted(
+        (f for f in files if (root / f).is_file()), key=lambda f: (root / f).stat().st_size
+    )
     parts, budget = [], DIGEST_CHARS
     for rel in sized:
         if budget <= 200:

@@ -38,8 +38,10 @@ class WorkspaceFiles:
             )
         rel = "/".join(pure.parts)
         in_state = is_under(self.root / rel, self.state_dir)
-        if in_state or pure.parts[0] in self.protected or any(
-            p.lower() == ".git" for p in pure.parts
+        if (
+            in_state
+            or pure.parts[0] in self.protected
+            or any(p.lower() == ".git" for p in pure.parts)
         ):
             raise ToolError(
                 f"{rel}: Pliny never writes or commits here", code="PLINY-TOOL-PROTECTED"

@@ -58,6 +58,12 @@ class CheckpointListener:
         exclude_state_dirs(workspace)
         return cls(store, state, mode, bus)
 
+    def prime(self, events: list[Event]) -> None:
+        """Totals so far come from the log: trailers count the whole session, not this run."""
+        for event in events:
+            if isinstance(event, LLMCall):
+                self(event)
+
     def record_write(self, path: str, data: bytes, agent: str | None) -> None:
         self.store.record_write(path, data, agent)
 
@@ -66,7 +72,10 @@ class CheckpointListener:
             self.tokens += event.prompt_tokens + event.completion_tokens
             self.cost += event.cost_usd or 0.0
         elif isinstance(event, AgentCompleted) and self.mode == "agent" and event.files_written:
-            self.commit(f"after-{event.phase}.{event.agent}", event.phase, [event.agent or ""])
+            suffix = f"-{event.cycle}" if event.cycle > 1 else ""
+            self.commit(
+                f"after-{event.phase}.{event.agent}{suffix}", event.phase, [event.agent or ""]
+            )
         elif isinstance(event, PhaseCompleted):
             suffix = f"-{event.cycle}" if event.cycle > 1 else ""
             self.commit(f"after-{event.phase}{suffix}", event.phase, None)

@@ -34,9 +34,13 @@ class CheckpointInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "session": self.session, "name": self.name, "ref": self.ref,
-            "commit": self.commit, "created": self.created.isoformat(),
-            "subject": self.subject, "trailers": dict(self.trailers),
+            "session": self.session,
+            "name": self.name,
+            "ref": self.ref,
+            "commit": self.commit,
+            "created": self.created.isoformat(),
+            "subject": self.subject,
+            "trailers": dict(self.trailers),
             "files": list(self.files),
         }
 

@@ -65,7 +65,7 @@ class CheckpointState:
             ) from None
 
     def save(self, *, durable: bool = True) -> None:
-        """Atomic; ``durable=False`` skips the directory fsync (losing it is harmless)."""
+        """Atomic; ``durable=False`` skips the fsyncs (survives kill -9, not power loss)."""
         data = {
             "version": VERSION,
             "base_commit": self.base_commit,

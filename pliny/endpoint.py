@@ -107,8 +107,7 @@ def resolve(
         )
     return _local(
         llm,
-        f"no endpoint configured and neither OPENAI_BASE_URL nor {llm.api_key_env} "
-        "is set",
+        f"no endpoint configured and neither OPENAI_BASE_URL nor {llm.api_key_env} is set",
     )
 
 

@@ -101,6 +101,7 @@ class AgentCompleted(Event):
     output_path: str | None = None
     files_written: list[str] = Field(default_factory=list)
     reused: bool = False  # result came from a previous run (resume, cache, partial run)
+    cycle: int = 1
 
 
 class AgentFailed(Event):
@@ -137,6 +138,7 @@ class LLMCall(Event):
     cache_hit: bool = False  # answered from the opt-in result cache
     finish_reason: str | None = None
     tool_calls: int = 0
+    rejected: str | None = None  # paid, but refused by Pliny (empty answer, refusal): error code
 
 
 class ToolCall(Event):

@@ -80,7 +80,8 @@ class Route(Strict):
 
 
 class Phase(Strict):
-    name: str = Field(pattern=NAME)
+    # no trailing -<digits>: checkpoint `after-<phase>-<n>` means the n-th cycle
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", description="letters, digits, _ and -")
     title: str | None = None
     description: str | None = None
     agents: list[Agent] = Field(min_length=1)
@@ -92,6 +93,13 @@ class Phase(Strict):
     min_successful_agents: int | None = Field(None, ge=0)
     timeout: Seconds = None
     cache: CacheSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _no_cycle_suffix(cls, value: str) -> str:
+        if re.search(r"-\d+$", value):
+            raise ValueError("a phase name may not end in -<digits> (reserved for cycle numbers)")
+        return value
 
     @model_validator(mode="after")
     def _min_agents_fits(self) -> Phase:

@@ -271,8 +271,14 @@ class GitRepo(TreeEditing):
         lines = []
         for ref, new, old in updates:
             lines.append(f"update {ref} {new}" + (f" {old}" if old else ""))
-        self.run("update-ref", "-m", reason, "--stdin",
-                 input=("\n".join(lines) + "\n").encode(), env=IDENTITY)
+        self.run(
+            "update-ref",
+            "-m",
+            reason,
+            "--stdin",
+            input=("\n".join(lines) + "\n").encode(),
+            env=IDENTITY,
+        )
 
     def delete_refs(self, refs: list[str]) -> None:
         if refs:
@@ -323,8 +329,9 @@ def parse_trailers(message: str) -> dict[str, str]:
 def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
     """Write ``path`` so a crash leaves the old or the new file, never a torn one.
 
-    ``durable`` also fsyncs the directory, so the new file survives a power cut
-    (a kill -9 never loses it either way: the page cache outlives the process).
+    ``durable`` fsyncs the data and the directory, so the new file survives a
+    power cut; without it the write still survives kill -9 (the page cache
+    outlives the process) and the rename is still all-or-nothing.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.pliny-tmp")
@@ -333,7 +340,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = 
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())  # the rename must never expose a file without its data
+            if durable:  # on power loss the rename must never expose a file without its data
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -2,8 +2,10 @@
 
 LangGraph's checkpointer decides which *nodes* re-run after a crash; this
 journal decides which *calls* are re-sent. A response is committed here
-(SQLite, synchronous=FULL) before the agent sees it, so after ``kill -9`` a
-resume replays it at cost 0 instead of paying for it again. That also covers
+(SQLite WAL) before the agent sees it, so after ``kill -9`` a resume replays
+it at cost 0 instead of paying for it again. ``synchronous=NORMAL``: a
+committed transaction survives any process crash; only a power loss can
+lose the last few (then those calls are paid once more, never lost). That also covers
 LangGraph's known weakness of re-running a node that had finished (#8039).
 
 Key: (agent, cycle, request hash, occurrence). ``occurrence`` counts identical
@@ -43,7 +45,7 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._lock = threading.Lock()
 

@@ -117,6 +117,12 @@ class LLMGateway:
             timeout=timeout,
         )
         self._queue = asyncio.Semaphore(1) if endpoint.single_stream else None
+        b = settings.budgets
+        # The pre-call estimate needs tiktoken (~0.2 s to load): only when a limit is set.
+        self._budgeted = any(
+            lim.max_cost_usd is not None or lim.max_tokens is not None
+            for lim in (b, *b.phases.values(), *b.agents.values())
+        )
         self._waiting = 0
 
     async def close(self) -> None:
@@ -175,10 +181,10 @@ class LLMGateway:
         if self.journal and (recorded := self.journal.get(*key)):
             self._emit_call(ctx, request, recorded, rhash, latency_ms=0, attempt=0, replayed=True)
             return self._reply(recorded, replayed=True)
-        if self.budget is not None:
+        if self.budget is not None and self._budgeted:
             self._check_budget(ctx, request)
         async with self._slot(ctx):
-            data, attempt, latency = await self._send_with_retry(ctx, request, chain)
+            data, attempt, latency = await self._send_with_retry(ctx, request, chain, rhash)
         if self.journal:
             self.journal.put(*key, data)
         self._emit_call(ctx, request, data, rhash, latency_ms=latency, attempt=attempt)
@@ -220,7 +226,7 @@ class LLMGateway:
         return _Slot()
 
     async def _send_with_retry(
-        self, ctx: CallContext, request: dict[str, Any], chain: ModelChain
+        self, ctx: CallContext, request: dict[str, Any], chain: ModelChain, rhash: str
     ) -> tuple[dict[str, Any], int, float]:
         attempts = 0
         started = 0.0
@@ -239,7 +245,13 @@ class LLMGateway:
                 if not hasattr(completion, "choices"):  # the SDK returns a str for non-JSON
                     raise bad_response(self.host, completion)
                 data = normalize(completion)
-                _check_answer(data, request)
+                try:
+                    _check_answer(data, request)
+                except AIError as exc:  # the tokens were paid: record them, then retry
+                    latency = (time.perf_counter() - started) * 1000
+                    self._emit_call(ctx, request, data, rhash, latency_ms=latency,
+                                    attempt=number, rejected=exc.code)  # fmt: skip
+                    raise
             except BaseException as exc:  # a cancelled trial must release the half-open slot
                 if breaker is not None:
                     breaker.record_failure(classify(exc))
@@ -270,6 +282,7 @@ class LLMGateway:
         latency_ms: float,
         attempt: int,
         replayed: bool = False,
+        rejected: str | None = None,
     ) -> None:
         usage = data.get("usage")
         estimated = usage is None
@@ -301,6 +314,7 @@ class LLMGateway:
                 replayed=replayed,
                 finish_reason=data.get("finish_reason"),
                 tool_calls=len(data.get("tool_calls", [])),
+                rejected=rejected,
             )
         )
 

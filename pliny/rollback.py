@@ -17,7 +17,11 @@ from pliny.session import SessionState, SessionStore, atomic_write
 
 
 async def _history(store: SessionStore, state: SessionState) -> list[Any]:
-    """The session's graph snapshots, oldest first."""
+    """The current branch's graph snapshots, oldest first.
+
+    A thread keeps every fork (rollback, rerun); only the lineage of the newest
+    checkpoint is the session's history, so abandoned branches are dropped.
+    """
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     from pliny.engine import Engine
@@ -31,7 +35,24 @@ async def _history(store: SessionStore, state: SessionState) -> list[Any]:
         graph = engine.build().compile(checkpointer=saver)
         config = {"configurable": {"thread_id": state.id}}
         snapshots = [s async for s in graph.aget_state_history(config)]
-    return list(reversed(snapshots))
+    if not snapshots:
+        return []
+    by_id = {_cid(s.config): s for s in snapshots}
+    lineage, node = [], snapshots[0]  # newest first: the head of the current branch
+    while node is not None:
+        lineage.append(node)
+        node = by_id.get(_cid(node.parent_config)) if node.parent_config else None
+    return list(reversed(lineage))
+
+
+def _cid(config: Any) -> str:
+    return config["configurable"]["checkpoint_id"]
+
+
+def _fork(state: SessionState, snapshots: list[Any], at: Any) -> None:
+    """Continue from ``at`` next run; ``fork_base`` (today's head) makes it apply once."""
+    state.fork_from = _cid(at.config)
+    state.options["fork_base"] = _cid(snapshots[-1].config)
 
 
 def _after_phase(snapshots: list[Any], phase: str, cycle: int) -> Any | None:
@@ -91,7 +112,8 @@ async def rollback_session(workspace: Path, session_id: str | None, name: str, f
     except UsageError:
         atomic_write(state_file, before)  # refused: byte-for-byte as it was
         raise
-    state.fork_from = fork.config["configurable"]["checkpoint_id"] if fork else None
+    if fork is not None:
+        _fork(state, snapshots, fork)
     state.phase = None
     state.options.pop("rollback_pending", None)
     sessions.save(state)
@@ -125,8 +147,7 @@ async def prepare_rerun(store: SessionStore, state: SessionState, agents: list[s
         if snap is None:
             raise UsageError(f"--rerun: agent {agent!r} has not run yet in session {state.id!r}")
         forks.append(snap)
-    earliest = min(forks, key=snapshots.index)
-    state.fork_from = earliest.config["configurable"]["checkpoint_id"]
+    _fork(state, snapshots, min(forks, key=snapshots.index))
     state.fresh_agents = sorted(set(agents))
 
 
@@ -141,7 +162,7 @@ async def prepare_from_phase(store: SessionStore, state: SessionState, fw: Any, 
             "(run the earlier phases first, e.g. with --until-phase)"
         )
     downstream = _reachable(fw, phase)
-    state.fork_from = snap.config["configurable"]["checkpoint_id"]
+    _fork(state, snapshots, snap)
     state.fresh_agents = sorted(a.name for p in fw.phases if p.name in downstream for a in p.agents)
 
 

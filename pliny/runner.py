@@ -73,6 +73,9 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
         state = store.load(opts.session_id)
     elif opts.task:
         state = None  # a new session (with --session ID, under that id)
+        if opts.rerun or opts.from_phase:
+            flag = "--rerun" if opts.rerun else "--from-phase"
+            raise fwmod.UsageError(f"{flag} needs a session that has run (--session ID)")
     else:
         state = store.resolve(opts.session_id)
     if state is not None and (pending := state.options.get("rollback_pending")):
@@ -156,19 +159,21 @@ def _check_git(workspace: Path) -> None:
         repo.refuse_if_busy()
 
 
-async def execute(opts: RunOptions) -> Outcome:
+async def execute(opts: RunOptions, prepared: tuple[Any, ...] | None = None) -> Outcome:
+    """Run a session; ``prepared`` is ``prepare(opts)``'s result when the caller already has it."""
     from pliny.metrics import Metrics
 
     metrics = opts.metrics or Metrics()
     # Bound before anything is written: a busy port is bad input that changes nothing.
     server = metrics.serve(opts.metrics_port) if opts.metrics_port is not None else None
     try:
-        settings, store, state, framework = prepare(opts)
+        settings, store, state, framework = prepared or prepare(opts)
         with store.lock(state.id):
+            forget = None
             if not (opts.rerun or opts.from_phase) and state.status == "failed":
                 from pliny.rollback import failed_agents_of_stuck_phase
 
-                opts.rerun = await failed_agents_of_stuck_phase(store, state, framework)
+                opts.rerun, forget = await failed_agents_of_stuck_phase(store, state, framework)
             if opts.rerun or opts.from_phase:
                 from pliny.rollback import prepare_from_phase, prepare_rerun
 
@@ -177,7 +182,7 @@ async def execute(opts: RunOptions) -> Outcome:
                 else:
                     await prepare_rerun(store, state, opts.rerun)
                 store.save(state)  # the fork point first, then drop the old answers
-                _forget(store.dir(state.id), state.fresh_agents)
+                _forget(store.dir(state.id), state.fresh_agents if forget is None else forget)
             return await _run_locked(opts, settings, store, state, framework, metrics)
     finally:
         if server is not None:
@@ -206,7 +211,8 @@ async def _run_locked(
         audit_path, fsync=settings.audit.fsync, group_commit_ms=settings.audit.group_commit_ms
     )
     bus.subscribe(audit)
-    metrics.prime(read_events(audit_path))  # totals cover the whole session after a resume
+    history = read_events(audit_path)  # read once; every listener primes from it on resume
+    metrics.prime(history)  # totals cover the whole session after a resume
     bus.subscribe(metrics)
     for listener in opts.listeners:  # before the first event, so callers see session_started
         bus.subscribe(listener)
@@ -232,7 +238,7 @@ async def _run_locked(
             )
         try:
             results, stopped_at = await _run_engine(
-                opts, settings, store, state, framework, bus, stack
+                opts, settings, store, state, framework, bus, stack, history
             )
         except BaseException as exc:  # noqa: BLE001 - every ending is recorded, then re-raised or mapped
             return _ended(store, state, bus, exc)
@@ -276,6 +282,7 @@ async def _run_engine(
     framework: fwmod.Framework,
     bus: EventBus,
     stack: AsyncExitStack,
+    history: list[Event],
 ) -> tuple[dict[str, Any], str | None]:
     """Run the graph; returns the results and the phase it stopped after (--until-phase)."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -285,10 +292,10 @@ async def _run_engine(
 
     session_dir = store.dir(state.id)
     workspace = Workspace(opts.workspace, protected=(".git", ".pliny", settings.audit.dir))
-    _attach_listeners(opts, settings, state, bus, workspace, stack)
+    _attach_listeners(opts, settings, state, bus, workspace, history)
     if settings.alerts:
-        await _start_alerts(opts, settings, state, bus, stack)
-    gateway = await _gateway(opts, settings, state, bus, session_dir, stack)
+        await _start_alerts(settings, state, bus, stack, history)
+    gateway = await _gateway(opts, settings, state, bus, session_dir, stack, history)
     run = AgentRun(
         framework,
         settings,
@@ -312,6 +319,9 @@ async def _run_engine(
         "recursion_limit": 10_000,
     }
     snapshot = await graph.aget_state(config)
+    head = (snapshot.config or {}).get("configurable", {}).get("checkpoint_id")
+    if state.fork_from and head != state.options.get("fork_base"):
+        state.fork_from = None  # an earlier run already took the fork: continue its branch
     if state.fork_from:
         config["configurable"]["checkpoint_id"] = state.fork_from
         graph_input = None
@@ -322,7 +332,7 @@ async def _run_engine(
     else:
         graph_input = {"task": state.task}
     stack.callback(Journal.close, run.gateway.journal) if run.gateway.journal else None
-    timeout = opts.timeout or settings.execution.timeouts.session
+    timeout = opts.timeout if opts.timeout is not None else settings.execution.timeouts.session
     try:
         async with asyncio.timeout(timeout):
             final = await graph.ainvoke(graph_input, config, durability="sync")
@@ -357,13 +367,14 @@ def _attach_listeners(
     state: SessionState,
     bus: EventBus,
     workspace: Workspace,
-    stack: AsyncExitStack,
+    history: list[Event],
 ) -> None:
     from pliny.checkpoint_listener import CheckpointListener
 
     mode = settings.execution.checkpoint
     if mode != "none":
         listener = CheckpointListener.open(opts.workspace, state, mode, bus)
+        listener.prime(history)
         workspace.before_write.append(listener.store.capture_preimage)
         workspace.on_write.append(listener.record_write)
         bus.subscribe(listener)
@@ -377,8 +388,8 @@ async def _gateway(
     bus: EventBus,
     session_dir: Path,
     stack: AsyncExitStack,
+    history: list[Event],
 ) -> Any:
-    from pliny.audit import read_events
     from pliny.budget import BudgetGuard
     from pliny.circuit import CircuitBreakers
     from pliny.endpoint import resolve
@@ -391,8 +402,7 @@ async def _gateway(
     )
     if endpoint.kind == "local":
         endpoint = await _start_embedded(settings, endpoint, stack)
-    audit_path = opts.workspace / settings.audit.dir / f"{state.id}.jsonl"
-    budget = BudgetGuard.from_events(read_events(audit_path), settings.budgets)
+    budget = BudgetGuard.from_events(history, settings.budgets)
     bus.subscribe(budget)
 
     def circuit_changed(change: Any) -> None:
@@ -428,15 +438,18 @@ async def _start_embedded(settings: Settings, endpoint: Any, stack: AsyncExitSta
 
 
 async def _start_alerts(
-    opts: RunOptions, settings: Settings, state: SessionState, bus: EventBus, stack: AsyncExitStack
+    settings: Settings,
+    state: SessionState,
+    bus: EventBus,
+    stack: AsyncExitStack,
+    history: list[Event],
 ) -> None:
     import contextlib
 
     from pliny.alerts import AlertMonitor, watch_loop
-    from pliny.audit import read_events
 
     monitor = AlertMonitor(settings.alerts, emit=bus.emit, session=state.id)
-    monitor.prime(read_events(opts.workspace / settings.audit.dir / f"{state.id}.jsonl"))
+    monitor.prime(history)
     bus.subscribe(monitor)
     ticker = asyncio.create_task(watch_loop(monitor, 1.0))  # phases that hang emit nothing
 

@@ -204,6 +204,7 @@ class SessionLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.path.with_name("owner").unlink(missing_ok=True)  # no stale pid for `cancel`
         self._lock.release()
 
 

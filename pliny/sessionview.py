@@ -81,8 +81,11 @@ def cancel_running(workspace: Path, session_id: str | None) -> str:
     lock = store.lock(state.id)
     if not lock.held_elsewhere():
         raise UsageError(f"session {state.id!r} is not running (status {state.status})")
-    pid = int(lock.owner())
-    os.kill(pid, signal.SIGTERM)  # the runner maps SIGTERM to a clean cancel
+    try:
+        pid = int(lock.owner())
+        os.kill(pid, signal.SIGTERM)  # the runner maps SIGTERM to a clean cancel
+    except (ValueError, ProcessLookupError):
+        raise UsageError(f"session {state.id!r} is starting or stopping; try again") from None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and lock.held_elsewhere():
         time.sleep(0.1)

@@ -114,9 +114,10 @@ class Workspace:
         for rel in listing.splitlines():
             if rel.startswith(("(", "...")):
                 continue
-            try:
-                lines = (self.root / rel).read_text("utf-8", errors="replace").splitlines()
-            except OSError:
+            try:  # through resolve(): a symlink out of the workspace is skipped
+                target, _ = self.resolve(rel)
+                lines = target.read_text("utf-8", errors="replace").splitlines()
+            except (OSError, ToolError):
                 continue
             for number, line in enumerate(lines, 1):
                 if query.lower() in line.lower():

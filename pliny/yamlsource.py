@@ -45,6 +45,10 @@ class Sourced:
         return None
 
 
+# libyaml's parser when available (~15x faster; same nodes and marks).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _mark(node: yaml.Node, file: str) -> Mark:
     return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -83,7 +87,7 @@ def _is_merged(key_node: yaml.Node, mapping: yaml.Node) -> bool:
 def load_text(text: str, file: str) -> Sourced:
     """Parse one YAML document; syntax errors become one ConfigError line."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file

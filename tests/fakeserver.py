@@ -92,7 +92,9 @@ class FakeServer:
                           "models": models, "api_key": api_key}  # api_key set: others get 401
         self.latency_ms, self.usage, self.cached_tokens = latency_ms, usage, cached_tokens
         self.models, self.api_key = models, api_key
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only when the protocol
+        # is TCP, and without it each repeat request on a connection waits ~40 ms.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.url = f"http://{host}:{self._sock.getsockname()[1]}"

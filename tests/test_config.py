@@ -46,14 +46,17 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
 
 
 def test_workspace_file_overrides_defaults_and_flags_override_both(tmp_path: Path) -> None:
-    write(tmp_path / "pliny.yaml", """
+    write(
+        tmp_path / "pliny.yaml",
+        """
         llm:
           model: from-file
           temperature: 0.7
         execution:
           timeouts:
             agent: 90s
-    """)  # fmt: skip
+    """,
+    )
     flags = {"llm": {"model": "from-flag"}, "execution": {"checkpoint": "agent"}}
     settings = load_settings(tmp_path, None, flags)
     assert settings.llm.model == "from-flag"
@@ -88,12 +91,15 @@ def test_bad_flag_value_names_the_command_line(tmp_path: Path) -> None:
 
 def test_partial_retry_strategies_keep_the_other_categories(tmp_path: Path) -> None:
     # Setting one category must not drop the others: the engine looks them up by name.
-    write(tmp_path / "pliny.yaml", """
+    write(
+        tmp_path / "pliny.yaml",
+        """
         error_handling:
           retry_strategies:
             tool:
               max_retries: 9
-    """)  # fmt: skip
+    """,
+    )
     strategies = load_settings(tmp_path).error_handling.retry_strategies
     assert strategies["tool"].max_retries == 9
     assert set(strategies) == ALL_STRATEGIES
@@ -105,9 +111,19 @@ def test_partial_retry_strategies_keep_the_other_categories(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("250ms", 0.25), ("90s", 90), ("30m", 1800), ("1.5h", 5400), ("2d", 172800),
-     ("1w", 604800), ("45", 45), (" 10 m ", 600), (12, 12), (None, None)],
-)  # fmt: skip
+    [
+        ("250ms", 0.25),
+        ("90s", 90),
+        ("30m", 1800),
+        ("1.5h", 5400),
+        ("2d", 172800),
+        ("1w", 604800),
+        ("45", 45),
+        (" 10 m ", 600),
+        (12, 12),
+        (None, None),
+    ],
+)
 def test_durations(text: object, seconds: float | None) -> None:
     assert parse_duration(text) == seconds
 
@@ -115,11 +131,14 @@ def test_durations(text: object, seconds: float | None) -> None:
 def test_duration_in_yaml_and_its_error(tmp_path: Path) -> None:
     write(tmp_path / "pliny.yaml", "sessions:\n  state_retention: 30d\n")
     assert load_settings(tmp_path).sessions.state_retention == 30 * 86400
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         execution:
           timeouts:
             agent: 5 minutes
-    """)  # fmt: skip
+    """,
+    )
     assert message == (
         f"{tmp_path / 'pliny.yaml'}:3:12: execution.timeouts.agent: "
         "expected a duration like 30s, 5m, 1h or 30d, got '5 minutes'"
@@ -135,28 +154,43 @@ def test_duration_in_yaml_and_its_error(tmp_path: Path) -> None:
         ("lmm:\n  model: x\n", "1:1", "lmm"),
         ("llm:\n  modle: x\n", "2:3", "llm.modle"),
         ("execution:\n  timeouts:\n    agnt: 5m\n", "3:5", "execution.timeouts.agnt"),
-        ("error_handling:\n  retry_strategies:\n    network:\n      max_retry: 3\n", "4:7",
-         "error_handling.retry_strategies.network.max_retry"),
-        ("budgets:\n  phases:\n    research:\n      max_cost: 1\n", "4:7",
-         "budgets.phases.research.max_cost"),
-        ("pricing:\n  my-model:\n    input: 1\n    output: 2\n    cache: 1\n", "5:5",
-         "pricing.my-model.cache"),
-        ("alerts:\n  - metric: cost_usd\n    operator: gt\n    threshold: 1\n    comand: x\n", "5:5",
-         "alerts.0.comand"),
+        (
+            "error_handling:\n  retry_strategies:\n    network:\n      max_retry: 3\n",
+            "4:7",
+            "error_handling.retry_strategies.network.max_retry",
+        ),
+        (
+            "budgets:\n  phases:\n    research:\n      max_cost: 1\n",
+            "4:7",
+            "budgets.phases.research.max_cost",
+        ),
+        (
+            "pricing:\n  my-model:\n    input: 1\n    output: 2\n    cache: 1\n",
+            "5:5",
+            "pricing.my-model.cache",
+        ),
+        (
+            "alerts:\n  - metric: cost_usd\n    operator: gt\n    threshold: 1\n    comand: x\n",
+            "5:5",
+            "alerts.0.comand",
+        ),
     ],
-)  # fmt: skip
+)
 def test_unknown_keys_point_at_the_key(tmp_path: Path, text: str, where: str, path: str) -> None:
     message = error(tmp_path, text)
     assert message == f"{tmp_path / 'pliny.yaml'}:{where}: {path}: unknown key (typo?)"
 
 
 def test_unknown_retry_category_points_at_its_key(tmp_path: Path) -> None:
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         error_handling:
           retry_strategies:
             netwrk:
               max_retries: 3
-    """)  # fmt: skip
+    """,
+    )
     assert message.startswith(f"{tmp_path / 'pliny.yaml'}:3:5: error_handling.retry_strategies")
     assert "netwrk" in message
 
@@ -185,7 +219,9 @@ def test_bad_values_carry_file_line_col(
 
 
 def test_merge_keys_share_settings_and_explicit_keys_win(tmp_path: Path) -> None:
-    write(tmp_path / "pliny.yaml", """
+    write(
+        tmp_path / "pliny.yaml",
+        """
         error_handling:
           retry_strategies:
             network: &patient
@@ -195,7 +231,8 @@ def test_merge_keys_share_settings_and_explicit_keys_win(tmp_path: Path) -> None
             system:
               <<: *patient
               max_retries: 1
-    """)  # fmt: skip
+    """,
+    )
     strategies = load_settings(tmp_path).error_handling.retry_strategies
     assert (strategies["system"].max_retries, strategies["system"].backoff) == (1, "linear")
     assert strategies["system"].initial_delay == 100
@@ -203,14 +240,17 @@ def test_merge_keys_share_settings_and_explicit_keys_win(tmp_path: Path) -> None
 
 
 def test_typo_inside_a_merged_mapping_points_at_the_anchor(tmp_path: Path) -> None:
-    write(tmp_path / "pliny.yaml", """
+    write(
+        tmp_path / "pliny.yaml",
+        """
         budgets:
           phases:
             research: &limit
               max_tokenz: 1000
             identify:
               <<: *limit
-    """)  # fmt: skip
+    """,
+    )
     with pytest.raises(ConfigError) as info:
         load_settings(tmp_path)
     # One line per place the typo lands; both point at the line that has it.

@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
 def metrics(
     session_id: str = typer.Argument(None, metavar="[ID]", help="Session id (default: current)."),
     output: Path | None = typer.Option(
-        None, "--output", "-o",
+        None,
+        "--output",
+        "-o",
         help="Write this file atomically (node_exporter's textfile collector), not stdout.",
     ),  # fmt: skip
     workspace: Path | None = WorkspaceOpt,

@@ -39,7 +39,7 @@ def execute(
         None, "--timeout", help="Stop the whole run after this long (e.g. 10m)."
     ),
     metrics_port: int = typer.Option(
-        None, "--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT."
+        None, "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT."
     ),
     from_phase: str = typer.Option(
         None, "--from-phase", help="Re-run from this phase, reusing earlier results."
@@ -80,9 +80,12 @@ def _duration(flag: str, value: str | None) -> float | None:
     from pliny.errors import UsageError
 
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from None
+    if seconds is not None and seconds <= 0:
+        raise UsageError(f"{flag}: must be more than 0 (got {value!r})")
+    return seconds
 
 
 def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
@@ -108,13 +111,12 @@ def _run_prepared(opts: Any, json_out: bool) -> int:
     import asyncio
 
     from pliny import runner
-    from pliny.framework import load
     from pliny.live import Progress
 
     workspace = opts.workspace
     settings, store, state, framework = runner.prepare(opts)  # bad input fails here, untouched
     opts.session_id = state.id
-    progress = Progress.for_framework(load(state.framework or "rise"))
+    progress = Progress.for_framework(framework)
     log = workspace / settings.audit.dir / f"{state.id}.jsonl"
     if log.exists():  # a resumed session: show the whole session, not just this run
         from pliny.audit import read_events
@@ -126,12 +128,12 @@ def _run_prepared(opts: Any, json_out: bool) -> int:
     view = _LiveView(progress, f"{framework.title or framework.name} · {state.id}", json_out)
     opts.listeners.append(view)
     with view:
-        outcome = asyncio.run(_main(opts))
+        outcome = asyncio.run(_main(opts, (settings, store, state, framework)))
     _report(outcome, progress, json_out)
     return outcome.exit_code
 
 
-async def _main(opts: Any) -> Any:
+async def _main(opts: Any, prepared: tuple[Any, ...]) -> Any:
     """Run with SIGTERM mapped to cancellation, like Ctrl-C."""
     import asyncio
     import signal
@@ -143,7 +145,7 @@ async def _main(opts: Any) -> Any:
     if task is not None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        return await runner.execute(opts)
+        return await runner.execute(opts, prepared)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
