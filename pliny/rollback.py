@@ -177,21 +177,36 @@ def _reachable(fw: Any, start: str) -> set[str]:
     return seen
 
 
+# Failures a replay cannot fix: the model's recorded answers must be asked again.
+ANSWER_FAILURES = {"validation", "ai"}
+
+
 async def failed_agents_of_stuck_phase(
     store: SessionStore, state: SessionState, fw: Any
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """A phase that failed on min_successful_agents stops at its join; resuming must
-    re-run its failed agents, not just the join (which would fail again)."""
+    re-run its failed agents, not just the join (which would fail again).
+
+    Returns (agents to re-run, agents whose recorded answers to drop): a network
+    or timeout failure keeps its paid turns, which the journal replays.
+    """
     from pliny.engine import join_node
 
     snapshots = await _history(store, state)
     if not snapshots:
-        return []
+        return [], []
     last = snapshots[-1]
     results = last.values.get("results", {})
     for phase in fw.phases:
-        if join_node(phase.name) in last.next:
-            return [
-                a.name for a in phase.agents if results.get(a.name, {}).get("status") == "failed"
-            ]
-    return []
+        if join_node(phase.name) not in last.next:
+            continue
+        failed = {
+            a.name: results[a.name]
+            for a in phase.agents
+            if results.get(a.name, {}).get("status") == "failed"
+        }
+        drop = [
+            n for n, r in failed.items() if r.get("error", {}).get("category") in ANSWER_FAILURES
+        ]
+        return list(failed), drop
+    return [], []

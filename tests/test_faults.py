@@ -245,8 +245,12 @@ def test_ai_failure_switches_to_the_fallback_model(
     (switch,) = result.typed("error")
     assert (switch.category, switch.code, switch.recoverable) == ("ai", code, True)
     assert switch.message.startswith("fake-model: ")
-    (call,) = result.typed("llm_call")
+    calls = result.typed("llm_call")
+    (call,) = [c for c in calls if not c.rejected]
     assert call.model == "fallback-model"
+    # An empty answer was still paid for: it is recorded, marked rejected.
+    rejected = [(c.model, c.rejected) for c in calls if c.rejected]
+    assert rejected == ([("fake-model", code)] if fault == "empty" else [])
     sid = result.outcome.session.id
     saved = (tmp_path / "pliny-runs" / sid / "work" / "worker.md").read_text()
     assert saved.startswith("[fake:fallback-model]")
