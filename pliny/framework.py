@@ -49,6 +49,14 @@ class Agent(Strict):
     def _schema_is_object(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and value.get("type") != "object":
             raise ValueError("output_schema must be a JSON Schema with type: object")
+        if value is not None:
+            import jsonschema
+
+            try:
+                jsonschema.Draft202012Validator.check_schema(value)
+            except jsonschema.SchemaError as exc:
+                where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+                raise ValueError(f"not a valid JSON Schema at {where}: {exc.message}") from None
         return value
 
     def references(self) -> list[str]:

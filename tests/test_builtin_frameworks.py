@@ -393,3 +393,26 @@ def test_unknown_yaml_tag_is_one_config_error_line(tmp_path: Path) -> None:
         """,
     )
     assert load_error(path).startswith(f"{path}:5:25: invalid YAML")
+
+
+def test_invalid_output_schema_is_rejected_at_load(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        name: t
+        phases:
+          - name: one
+            agents:
+              - name: a
+                role: r
+                prompt: "{{task}}"
+                output_schema:
+                  type: object
+                  properties:
+                    verdict: {type: strin}
+        """,
+    )
+    assert load_error(path).startswith(
+        f"{path}:9:11: phases.0.agents.0.output_schema: not a valid JSON Schema at "
+        "properties/verdict/type:"
+    )
