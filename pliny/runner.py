@@ -12,12 +12,13 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack, ExitStack
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pliny import framework as fwmod
+from pliny import wiring
 from pliny.agent import AgentRun
 from pliny.config import Settings, load_settings
 from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
@@ -292,10 +293,10 @@ async def _run_engine(
 
     session_dir = store.dir(state.id)
     workspace = Workspace(opts.workspace, protected=(".git", ".pliny", settings.audit.dir))
-    _attach_listeners(opts, settings, state, bus, workspace, history)
+    wiring.attach_listeners(opts, settings, state, bus, workspace, history)
     if settings.alerts:
-        await _start_alerts(settings, state, bus, stack, history)
-    gateway = await _gateway(opts, settings, state, bus, session_dir, stack, history)
+        await wiring.start_alerts(settings, state, bus, stack, history)
+    gateway = await wiring.gateway(opts, settings, state, bus, session_dir, stack, history)
     run = AgentRun(
         framework,
         settings,
@@ -303,8 +304,8 @@ async def _run_engine(
         workspace,
         bus,
         state.id,
-        use_tools=_use_tools(settings, gateway),
-        cache=_open_cache(opts.workspace, framework, stack),
+        use_tools=wiring.use_tools(settings, gateway),
+        cache=wiring.open_cache(opts.workspace, framework, stack),
     )
     parallel = state.options.get("parallel", settings.execution.parallel)
     engine = Engine(framework, run, parallel=parallel, fresh=set(state.fresh_agents))
@@ -346,132 +347,3 @@ async def _run_engine(
     if opts.until_phase and (await graph.aget_state(config)).next:
         return final.get("results", {}), opts.until_phase
     return final.get("results", {}), None
-
-
-@dataclass
-class _PhaseTracker:
-    """Keeps ``state.phase`` current so `session list` shows where a run is."""
-
-    store: SessionStore
-    state: SessionState
-
-    def __call__(self, event: Event) -> None:
-        if event.type == "phase_started" and event.phase != self.state.phase:
-            self.state.phase = event.phase
-            self.store.save(self.state)
-
-
-def _attach_listeners(
-    opts: RunOptions,
-    settings: Settings,
-    state: SessionState,
-    bus: EventBus,
-    workspace: Workspace,
-    history: list[Event],
-) -> None:
-    from pliny.checkpoint_listener import CheckpointListener
-
-    mode = settings.execution.checkpoint
-    if mode != "none":
-        listener = CheckpointListener.open(opts.workspace, state, mode, bus)
-        listener.prime(history)
-        workspace.before_write.append(listener.store.capture_preimage)
-        workspace.on_write.append(listener.record_write)
-        bus.subscribe(listener)
-    bus.subscribe(_PhaseTracker(SessionStore(opts.workspace), state))
-
-
-async def _gateway(
-    opts: RunOptions,
-    settings: Settings,
-    state: SessionState,
-    bus: EventBus,
-    session_dir: Path,
-    stack: AsyncExitStack,
-    history: list[Event],
-) -> Any:
-    from pliny.budget import BudgetGuard
-    from pliny.circuit import CircuitBreakers
-    from pliny.endpoint import resolve
-    from pliny.journal import Journal
-    from pliny.llm import LLMGateway
-    from pliny.pricing import PricingTable
-
-    endpoint = resolve(
-        settings.llm, opts.env if opts.env is not None else os.environ, state.options.get("model")
-    )
-    if endpoint.kind == "local":
-        endpoint = await _start_embedded(settings, endpoint, stack)
-    budget = BudgetGuard.from_events(history, settings.budgets)
-    bus.subscribe(budget)
-
-    def circuit_changed(change: Any) -> None:
-        if (event := change.as_event()) is not None:
-            bus.emit(event)
-
-    breakers = CircuitBreakers.from_settings(
-        settings.error_handling.circuit_breaker, on_change=circuit_changed
-    )
-    gateway = LLMGateway(
-        settings,
-        endpoint,
-        bus,
-        journal=Journal(session_dir / "journal.sqlite"),
-        pricing=PricingTable.load(settings.pricing),
-        budget=budget,
-        breakers=breakers,
-    )
-    stack.push_async_callback(gateway.close)
-    return gateway
-
-
-async def _start_embedded(settings: Settings, endpoint: Any, stack: AsyncExitStack) -> Any:
-    from pliny.embedded import EmbeddedServer
-
-    # Started from the main thread on purpose: the server's parent-death
-    # signal fires when the *spawning thread* exits, so no worker threads.
-    server = EmbeddedServer(settings.llm.local, model_alias=endpoint.model)
-    sync_stack = ExitStack()
-    sync_stack.enter_context(server)
-    stack.callback(sync_stack.close)
-    return endpoint.served_at(server.base_url, server.api_key)
-
-
-async def _start_alerts(
-    settings: Settings,
-    state: SessionState,
-    bus: EventBus,
-    stack: AsyncExitStack,
-    history: list[Event],
-) -> None:
-    import contextlib
-
-    from pliny.alerts import AlertMonitor, watch_loop
-
-    monitor = AlertMonitor(settings.alerts, emit=bus.emit, session=state.id)
-    monitor.prime(history)
-    bus.subscribe(monitor)
-    ticker = asyncio.create_task(watch_loop(monitor, 1.0))  # phases that hang emit nothing
-
-    async def stop() -> None:
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
-        monitor.close(wait=0)
-
-    stack.push_async_callback(stop)
-
-
-def _open_cache(workspace: Path, framework: fwmod.Framework, stack: AsyncExitStack) -> Any:
-    if not any(p.cache or any(a.cache for a in p.agents) for p in framework.phases):
-        return None
-    from pliny.cache import ResultCache, cache_path
-
-    cache = ResultCache(cache_path(workspace))
-    stack.callback(cache.close)
-    return cache
-
-
-def _use_tools(settings: Settings, gateway: Any) -> bool:
-    choice = settings.llm.supports_tools
-    return choice == "yes" or (choice == "auto" and gateway.endpoint.kind != "local")
