@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, TypedDict
 
+from loguru import logger
+
 from pliny.agent import AgentRun, run_agent
 from pliny.classify import classify
 from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
@@ -147,6 +149,13 @@ class Engine:
     def _failed(self, phase: Phase, agent: Agent, err: PlinyError) -> dict[str, Any]:
         attempts = getattr(err, "attempts", 1)
         skipped = phase.on_agent_failure != "fail"
+        logger.opt(exception=err.__cause__ or err).debug(
+            "agent {} failed: {} {} after {} attempt(s)",
+            agent.name,
+            err.code,
+            err.message,
+            attempts,
+        )
         self.run.bus.emit(
             AgentFailed(
                 phase=phase.name,

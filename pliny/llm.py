@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
+
 from pliny import tokens
 from pliny.classify import Code, bad_response, classify
 from pliny.errors import AIError
@@ -261,6 +263,10 @@ class LLMGateway:
             return data
 
         def on_retry(info: RetryInfo) -> None:
+            logger.debug(
+                "{}/{} attempt {} failed ({}), retry in {:.0f} ms: {}",
+                ctx.phase, ctx.agent, info.attempt, info.code, info.delay_ms, info.message,
+            )  # fmt: skip
             self.bus.emit(info.as_event(phase=ctx.phase, agent=ctx.agent))
             failed = chain.current
             if chain.advance(info.error):  # AI errors: the next model, not the same request

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from pliny import framework as fwmod
 from pliny import wiring
 from pliny.agent import AgentRun
@@ -206,6 +208,11 @@ async def _run_locked(
     state.status, state.pid, state.error = "in_progress", os.getpid(), None
     state.started_runs += 1
     store.save(state)
+    from pliny import logs
+
+    log_sink = logs.session_log(store.dir(state.id))
+    logger.info("run {} of session {} (pid {}, was {})", state.started_runs, state.id, os.getpid(),
+                previous)  # fmt: skip
     bus = EventBus(session=state.id)
     audit_path = opts.workspace / settings.audit.dir / f"{state.id}.jsonl"
     audit = AuditLog(
@@ -219,6 +226,7 @@ async def _run_locked(
         bus.subscribe(listener)
     started = time.monotonic()
     async with AsyncExitStack() as stack:
+        stack.callback(logs.stop, log_sink)
         stack.callback(audit.close)
         if crashed:
             bus.emit(
@@ -259,6 +267,10 @@ def _ended(store: SessionStore, state: SessionState, bus: EventBus, exc: BaseExc
     from pliny.classify import classify
 
     err = exc if isinstance(exc, PlinyError) else classify(exc)
+    if err.code == "PLINY-SYS-UNEXPECTED":  # a bug: keep the traceback in run.log
+        logger.opt(exception=exc).error("unexpected error in session {}", state.id)
+    else:
+        logger.info("session {} ended: {} {}", state.id, err.code, err.message)
     if isinstance(err, Cancelled):
         state.status = "cancelled"
         bus.emit(SessionCancelled(reason=err.message))

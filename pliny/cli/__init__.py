@@ -62,4 +62,7 @@ app.add_typer(config_cmd.app, name="config")
 
 
 def main() -> None:
+    from pliny import logs
+
+    logs.setup()
     sys.exit(run_guarded(app))
