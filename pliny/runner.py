@@ -123,7 +123,10 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
         from pliny.sessionview import apply_retention
 
         apply_retention(opts.workspace, settings)
-        state = store.create(opts.name or task[:60], opts.session_id)
+        # Written whole, as a run in progress: if this process dies before the run
+        # proper starts, the session shows `crashed` and `resume` can finish it.
+        state = store.create(opts.name or task[:60], opts.session_id, framework=name, task=task,
+                             status="in_progress", pid=os.getpid())  # fmt: skip
     state.framework, state.task = name, task
     state.options["overrides"] = overrides
     if opts.model:

@@ -85,7 +85,8 @@ class SessionStore:
         return self.root / "sessions" / session_id
 
     # -- create / read / write ---------------------------------------------
-    def create(self, name: str, session_id: str | None = None) -> SessionState:
+    def create(self, name: str, session_id: str | None = None, **fields: Any) -> SessionState:
+        """A new current session, written once with ``fields`` (framework, task, status)."""
         session_id = session_id or new_id(name)
         if not ID_PATTERN.match(session_id):
             raise UsageError(
@@ -94,7 +95,7 @@ class SessionStore:
             )
         if (self.dir(session_id) / "state.json").exists():
             raise UsageError(f"session {session_id!r} already exists")
-        state = SessionState(id=session_id, name=name)
+        state = SessionState(id=session_id, name=name, **fields)
         self.save(state)
         self.set_current(session_id)
         return state
