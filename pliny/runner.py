@@ -175,6 +175,11 @@ async def execute(opts: RunOptions, prepared: tuple[Any, ...] | None = None) -> 
     try:
         settings, store, state, framework = prepared or prepare(opts)
         with store.lock(state.id):
+            previous = state.status
+            if previous == "created":  # runs now: a kill from here on reads as crashed
+                state.status, state.pid = "in_progress", os.getpid()
+                store.save(state)
+                state.status = previous
             forget = None
             if not (opts.rerun or opts.from_phase) and state.status == "failed":
                 from pliny.rollback import failed_agents_of_stuck_phase
