@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pliny.atomicfile import fsync_dir
 from pliny.errors import SystemFailure
 from pliny.events import Event, LogRepaired
 from pliny.redact import Redactor
@@ -101,14 +102,6 @@ def _scan_tail(fd: int, size: int) -> _Tail:
         window *= 4
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _side_file(path: Path) -> Path:
     n = 1
     while (side := path.with_name(f"{path.name}.torn-{n}")).exists():
@@ -177,7 +170,7 @@ class AuditLog:
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         if created and self.fsync != "none":
-            _fsync_dir(self.path.parent)  # the file's name must survive power loss too
+            fsync_dir(self.path.parent)  # the file's name must survive power loss too
         size = os.fstat(self._fd).st_size
         tail = _scan_tail(self._fd, size)
         self._seq = tail.last_seq
@@ -195,7 +188,7 @@ class AuditLog:
             out.write(torn)
             out.flush()
             os.fsync(out.fileno())
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         os.ftruncate(self._fd, good_end)
         os.fsync(self._fd)
         event = LogRepaired(session=self.session, side_file=side.name, bytes=len(torn))

@@ -9,8 +9,9 @@ import stat
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from pliny.atomicfile import atomic_write
 from pliny.errors import ToolError, UsageError
-from pliny.gitrepo import Entry, atomic_write
+from pliny.gitrepo import Entry
 
 OTHER = "<not a regular file>"  # a disk state that never equals a blob id
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pliny.atomicfile import atomic_write
 from pliny.errors import UsageError
-from pliny.gitrepo import atomic_write
 
 VERSION = 1
 

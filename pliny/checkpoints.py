@@ -57,6 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pliny.atomicfile import atomic_write
 from pliny.checkpoint_files import OTHER, WorkspaceFiles
 from pliny.checkpoint_refs import (
     REF_ROOT,
@@ -68,13 +69,7 @@ from pliny.checkpoint_refs import (
 )
 from pliny.checkpoint_state import CheckpointState
 from pliny.errors import UsageError
-from pliny.gitrepo import (
-    Entry,
-    GitRepo,
-    RefRecord,
-    atomic_write,
-    check_ref_component,
-)
+from pliny.gitrepo import Entry, GitRepo, RefRecord, check_ref_component
 
 PROTECTED_DIRS = (".pliny", "audit-logs")
 _OWN_TRAILERS = ("Pliny-Session", "Pliny-Checkpoint", "Pliny-Seq")

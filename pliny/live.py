@@ -65,6 +65,17 @@ class Progress:
                 progress.agents[agent.name] = AgentView(agent.name, phase.name)
         return progress
 
+    def replay(self, log: Any) -> Progress:
+        """Fold a session's audit log (if it has one) into this view."""
+        from pathlib import Path
+
+        from pliny.audit import read_events
+
+        if Path(log).exists():
+            for event in read_events(log):
+                self(event)
+        return self
+
     def __call__(self, event: Event) -> None:
         handler = getattr(self, f"_on_{event.type}", None)
         self.session = self.session or event.session

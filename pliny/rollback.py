@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pliny.atomicfile import atomic_write
 from pliny.errors import UsageError
-from pliny.session import SessionState, SessionStore, atomic_write
+from pliny.session import SessionState, SessionStore
 
 
 async def _history(store: SessionStore, state: SessionState) -> list[Any]:

@@ -208,7 +208,7 @@ async def _run_locked(
     framework: fwmod.Framework,
     metrics: Any,
 ) -> Outcome:
-    from pliny.audit import AuditLog, read_events
+    from pliny.audit import AuditLog, log_path, read_events
 
     previous = state.status
     # load() reports a dead owner's "in_progress" as "crashed"; a new session has no runs yet.
@@ -222,7 +222,7 @@ async def _run_locked(
     logger.info("run {} of session {} (pid {}, was {})", state.started_runs, state.id, os.getpid(),
                 previous)  # fmt: skip
     bus = EventBus(session=state.id)
-    audit_path = opts.workspace / settings.audit.dir / f"{state.id}.jsonl"
+    audit_path = log_path(opts.workspace, settings.audit, state.id)
     audit = AuditLog(
         audit_path, fsync=settings.audit.fsync, group_commit_ms=settings.audit.group_commit_ms
     )

@@ -20,13 +20,13 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from pliny.atomicfile import atomic_write
 from pliny.errors import UsageError
 
 Status = Literal["created", "in_progress", "completed", "failed", "crashed", "cancelled", "paused"]
@@ -54,26 +54,6 @@ class SessionState(BaseModel):
     fresh_agents: list[str] = Field(default_factory=list)  # --rerun: bypass the journal
     error: dict[str, Any] | None = None
     started_runs: int = 0
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """temp file + fsync + rename + fsync(dir): the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class SessionStore:

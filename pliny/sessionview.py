@@ -30,16 +30,13 @@ def age(iso: str) -> str:
 
 
 def progress_of(workspace: Path, state: SessionState):  # noqa: ANN201
-    from pliny.audit import read_events
+    from pliny.audit import log_path
     from pliny.config import load_settings
     from pliny.framework import load
     from pliny.live import Progress
 
-    progress = Progress.for_framework(load(state.framework or "rise"))
-    path = workspace / load_settings(workspace).audit.dir / f"{state.id}.jsonl"
-    if path.exists():
-        for event in read_events(path):
-            progress(event)
+    log = log_path(workspace, load_settings(workspace).audit, state.id)
+    progress = Progress.for_framework(load(state.framework or "rise")).replay(log)
     progress.status = state.status
     progress.session = state.id
     return progress

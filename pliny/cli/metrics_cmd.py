@@ -30,11 +30,12 @@ def metrics(
     """A session's metrics in Prometheus exposition format, rebuilt from its audit log."""
     from prometheus_client import disable_created_metrics
 
+    from pliny.atomicfile import atomic_write
     from pliny.audit import existing_log, read_events
     from pliny.config import load_settings
     from pliny.errors import UsageError
     from pliny.metrics import Metrics
-    from pliny.session import SessionStore, atomic_write
+    from pliny.session import SessionStore
 
     ws = workspace_path(workspace)
     sid = session_id or SessionStore(ws).current()

@@ -111,19 +111,17 @@ def _run_prepared(opts: Any, json_out: bool) -> int:
     import asyncio
 
     from pliny import runner
+    from pliny.audit import log_path
     from pliny.live import Progress
 
     workspace = opts.workspace
     settings, store, state, framework = runner.prepare(opts)  # bad input fails here, untouched
     opts.session_id = state.id
-    progress = Progress.for_framework(framework)
-    log = workspace / settings.audit.dir / f"{state.id}.jsonl"
-    if log.exists():  # a resumed session: show the whole session, not just this run
-        from pliny.audit import read_events
-
-        for event in read_events(log):
-            progress(event)
-        progress.status = "in_progress"
+    # A resumed session: show the whole session, not just this run.
+    progress = Progress.for_framework(framework).replay(
+        log_path(workspace, settings.audit, state.id)
+    )
+    progress.status = "in_progress"
     opts.listeners.append(progress)
     view = _LiveView(progress, f"{framework.title or framework.name} · {state.id}", json_out)
     opts.listeners.append(view)
