@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pliny.auditlog import AuditLog
+from pliny.audit.writer import AuditLog
 from pliny.events import EventBus, LLMCall
 
 RESULTS = Path(__file__).parent / "results"

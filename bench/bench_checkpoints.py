@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pliny.checkpoints import CheckpointStore  # noqa: E402
+from pliny.checkpoints.store import CheckpointStore  # noqa: E402
 
 USER = ["-c", "user.name=Bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]
 RESULTS = Path(__file__).resolve().parent / "results" / "checkpoints.json"

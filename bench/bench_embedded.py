@@ -28,8 +28,8 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from pliny.config import LocalModel
-from pliny.embedded import EmbeddedServer, default_model_path, default_threads
+from pliny.config.settings import LocalModel
+from pliny.llm.embedded import EmbeddedServer, default_model_path, default_threads
 
 RESULTS = Path(__file__).parent / "results"
 GEN_PROMPTS = [

@@ -83,7 +83,7 @@ def diff_outputs(got: dict[str, bytes], want: dict[str, bytes]) -> list[str]:
 
 # -- the fake model ---------------------------------------------------------------------
 def body_hash(body: Any) -> str:
-    """pliny.journal.request_hash of a request body as the server received it."""
+    """pliny.llm.journal.request_hash of a request body as the server received it."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 

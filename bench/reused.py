@@ -89,8 +89,8 @@ def embedded_available() -> bool:
 
 def embedded(quick: bool) -> Result:
     from bench import bench_embedded as be
-    from pliny.config import LocalModel
-    from pliny.embedded import default_threads
+    from pliny.config.settings import LocalModel
+    from pliny.llm.embedded import default_threads
 
     args = argparse.Namespace(runs=2 if quick else 3, max_tokens=128, n_ctx=LocalModel().n_ctx,
                               threads=default_threads(), parallel=3)  # fmt: skip

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pliny.events import Event
-from pliny.framework import Framework, load
-from pliny.runner import Outcome, RunOptions, execute
+from pliny.framework.model import Framework, load
+from pliny.session.runner import Outcome, RunOptions, execute
 
 Callback = Callable[[Event], None]
 _HOOKS = {

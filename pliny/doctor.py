@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pliny.config import WORKSPACE_CONFIG, LLMSettings, Settings, load_settings
+from pliny.config.settings import WORKSPACE_CONFIG, LLMSettings, Settings, load_settings
 from pliny.errors import PlinyError
 
 Status = Literal["ok", "warn", "fail"]
@@ -110,7 +110,7 @@ def _load(workspace: Path, config_path: Path | None) -> tuple[Settings, Check]:
 
 def check_endpoint(llm: LLMSettings, env: Mapping[str, str]) -> tuple[Check, bool]:
     """The endpoint ``pliny execute`` would use; also: is the local model needed?"""
-    from pliny.endpoint import resolve
+    from pliny.llm.endpoint import resolve
 
     try:
         choice = resolve(llm, env)
@@ -130,7 +130,7 @@ def check_endpoint(llm: LLMSettings, env: Mapping[str, str]) -> tuple[Check, boo
 
 
 def check_model_file(llm: LLMSettings, needed: bool) -> Check:
-    from pliny.embedded import model_path
+    from pliny.llm.embedded import model_path
 
     bad: Status = "fail" if needed else "warn"
     try:
@@ -148,7 +148,7 @@ def check_model_file(llm: LLMSettings, needed: bool) -> Check:
 
 def check_llama_cpp(needed: bool) -> Check:
     """Imported in a child: a wheel built for another CPU dies of SIGILL on import."""
-    from pliny.embedded import INSTALL_FIX, REBUILD_FIX, missing_runtime
+    from pliny.llm.embedded import INSTALL_FIX, REBUILD_FIX, missing_runtime
 
     bad: Status = "fail" if needed else "warn"
     if missing := missing_runtime():
@@ -178,8 +178,7 @@ def check_llama_cpp(needed: bool) -> Check:
 def check_tokens() -> Check:
     from importlib.metadata import version
 
-    from pliny import tokens
-
+    from pliny.llm import tokens
     sample = "Pliny counts tokens offline."
     try:
         n = tokens.count(sample)

@@ -2,7 +2,7 @@
 
 Every failure is a ``PlinyError`` with a category (which retry strategy
 applies), a stable code (for scripts and docs), and whether it is
-recoverable (worth retrying or resuming). ``pliny.classify`` maps foreign
+recoverable (worth retrying or resuming). ``pliny.llm.classify`` maps foreign
 exceptions (openai, OSError, git, pydantic) onto these.
 """
 

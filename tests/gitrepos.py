@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pliny.checkpoints import CheckpointStore
+from pliny.checkpoints.store import CheckpointStore
 
 USER = ["-c", "user.name=User", "-c", "user.email=user@example.com"]
 

@@ -1,4 +1,4 @@
-"""Workspace file tools: unit tests of pliny.tools.Workspace, then the same
+"""Workspace file tools: unit tests of pliny.engine.tools.Workspace, then the same
 refusals driven end to end by a scripted model through the real openai client.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from pliny.engine.tools import Workspace, openai_tools
 from pliny.errors import ToolError
 from pliny.events import Event
-from pliny.runner import RunOptions, execute
-from pliny.tools import Workspace, openai_tools
+from pliny.session.runner import RunOptions, execute
 from tests.fakeserver import FakeServer, RecordedRequest
 
 CODE_AGENT = "You are a code investigator"  # rise: research-code (read tools)

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from pliny.alerts import METRICS, AlertMonitor, validate_rules, watch_loop
-from pliny.audit import AuditLog, read_events
-from pliny.config import AlertRule
+from pliny.audit.log import AuditLog, read_events
+from pliny.config.settings import AlertRule
 from pliny.errors import ConfigError
 from pliny.events import (
     Alert,
@@ -26,6 +25,7 @@ from pliny.events import (
     Retry,
     SessionCompleted,
 )
+from pliny.observe.alerts import METRICS, AlertMonitor, validate_rules, watch_loop
 
 
 class Clock:

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pliny.auditlog import GENESIS, AuditLog, verify
-from pliny.auditread import filter_events, follow, read_events, read_log
+from pliny.audit.reader import filter_events, follow, read_events, read_log
+from pliny.audit.writer import GENESIS, AuditLog, verify
 from pliny.errors import SystemFailure
 from pliny.events import (
     KNOWN,
@@ -200,7 +200,7 @@ def test_verify_detects_an_edited_line(ten: Path) -> None:
 
 
 def test_verify_detects_an_edit_with_a_recomputed_own_hash(ten: Path) -> None:
-    from pliny.auditlog import encode_line
+    from pliny.audit.writer import encode_line
 
     raw = lines(ten)
     record = json.loads(raw[2])
@@ -372,7 +372,7 @@ def test_follow_stops_on_predicate_and_on_timeout(ten: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from pliny.auditlog import AuditLog
+    from pliny.audit.writer import AuditLog
     from pliny.events import LLMCall, SessionCompleted, SessionStarted
     with AuditLog(sys.argv[1], fsync="every_event") as log:
         log(SessionStarted(session="f"))

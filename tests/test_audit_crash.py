@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from pliny.auditlog import AuditLog, verify
-from pliny.auditread import read_events
+from pliny.audit.reader import read_events
+from pliny.audit.writer import AuditLog, verify
 from pliny.events import SessionResumed
 
 CHILD = textwrap.dedent(
     """
     import sys
-    from pliny.auditlog import AuditLog
+    from pliny.audit.writer import AuditLog
     from pliny.events import LLMCall
 
     log = AuditLog(sys.argv[1], fsync=sys.argv[2], group_commit_ms=50)

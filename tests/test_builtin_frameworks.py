@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pliny.errors import EXIT_BAD_INPUT, ConfigError, UsageError
-from pliny.framework import PLACEHOLDER, RESERVED, Agent, Framework, builtin_names, load
+from pliny.framework.model import PLACEHOLDER, RESERVED, Agent, Framework, builtin_names, load
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "review.yaml"

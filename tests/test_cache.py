@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pliny.cache import ResultCache, cache_key, cache_path, ttl_for
+from pliny.engine.cache import ResultCache, cache_key, cache_path, ttl_for
 from pliny.errors import SystemFailure
-from pliny.framework import Agent, Phase
+from pliny.framework.model import Agent, Phase
 
 SPEC = {"name": "analyst", "role": "You analyze.", "prompt": "{{task}}", "model": None,
         "temperature": 0.2, "cache": {"ttl": 3600}, "timeout": None}  # fmt: skip
@@ -71,7 +71,7 @@ def test_clear_all_or_expired(cache: ResultCache) -> None:
 def test_shared_across_instances_and_processes(tmp_path: Path) -> None:
     path = cache_path(tmp_path)
     script = (
-        "import sys; from pathlib import Path; from pliny.cache import ResultCache\n"
+        "import sys; from pathlib import Path; from pliny.engine.cache import ResultCache\n"
         "with ResultCache(Path(sys.argv[1])) as c:\n"
         "    c.put('from-child', {'text': 'hi'}, 3600, agent='a')\n"
     )

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pliny.checkpoints import delete_session_refs, list_all
+from pliny.checkpoints.git import Entry, GitRepo, check_ref_component
+from pliny.checkpoints.store import delete_session_refs, list_all
 from pliny.errors import ToolError, UsageError
-from pliny.gitrepo import Entry, GitRepo, check_ref_component
 from tests.gitrepos import USER, git, make_repo, no_git_identity, snapshot, store, tree_files
 
 __all__ = ["no_git_identity"]  # the autouse fixture, imported so pytest applies it here
@@ -133,7 +133,7 @@ def test_git_missing_is_one_clean_line(tmp_path: Path, how: str) -> None:
         env["PATH"] = str(tmp_path / "empty")
     code = (
         "import sys; from pathlib import Path\n"
-        "from pliny.checkpoints import CheckpointStore\nfrom pliny.errors import PlinyError\n"
+        "from pliny.checkpoints.store import CheckpointStore\nfrom pliny.errors import PlinyError\n"
         "try:\n    CheckpointStore(Path(sys.argv[1]), 's', Path(sys.argv[1]) / '.pliny/s')\n"
         "except PlinyError as e:\n    print(type(e).__name__, e.exit_code, e); sys.exit(2)\n"
     )

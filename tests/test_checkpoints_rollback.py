@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pliny.checkpoints import CheckpointStore
+from pliny.checkpoints.store import CheckpointStore
 from pliny.errors import UsageError
 from tests.gitrepos import git, make_repo, no_git_identity, snapshot, store, tree_files
 
@@ -174,7 +174,7 @@ def test_rollback_refused_when_repo_becomes_busy(tmp_path: Path) -> None:
 _CHILD = """
 import os, signal, sys
 from pathlib import Path
-from pliny.checkpoints import CheckpointStore
+from pliny.checkpoints.store import CheckpointStore
 ws = Path(sys.argv[1]); mode = sys.argv[2]
 s = CheckpointStore(ws, "s1", ws / ".pliny/sessions/s1")
 if mode == "write":

@@ -1,4 +1,4 @@
-"""pliny.circuit: closed -> open -> half-open -> closed, driven by an injected clock."""
+"""pliny.llm.circuit: closed -> open -> half-open -> closed, driven by an injected clock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import httpx2
 import openai
 import pytest
 
-from pliny.circuit import (
+from pliny.config.settings import CircuitBreaker as CircuitSettings
+from pliny.config.settings import RetryStrategy
+from pliny.errors import Cancelled, NetworkError, PlinyError
+from pliny.llm.circuit import (
     CircuitBreaker,
     CircuitBreakers,
     CircuitChange,
@@ -16,11 +19,8 @@ from pliny.circuit import (
     counts_as_failure,
     endpoint_key,
 )
-from pliny.classify import Code, classify
-from pliny.config import CircuitBreaker as CircuitSettings
-from pliny.config import RetryStrategy
-from pliny.errors import Cancelled, NetworkError, PlinyError
-from pliny.retry import RetryInfo, call_with_retry
+from pliny.llm.classify import Code, classify
+from pliny.llm.retry import RetryInfo, call_with_retry
 
 URL = "http://127.0.0.1:8765/v1/chat/completions"
 

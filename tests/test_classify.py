@@ -1,4 +1,4 @@
-"""pliny.classify: every foreign failure gets the right category, code and recoverability.
+"""pliny.llm.classify: every foreign failure gets the right category, code and recoverability.
 
 openai exceptions are built with the SDK's own constructors and real httpx2
 requests/responses; the end-to-end cases drive the real AsyncOpenAI client
@@ -25,9 +25,9 @@ import pydantic
 import pytest
 from openai.types.chat import ChatCompletion
 
-from pliny import classify as classify_module
-from pliny.classify import Code, classify, from_status, parse_retry_after, redact
 from pliny.errors import EXIT_INTERRUPTED, Category, ConfigError, NetworkError, PlinyError
+from pliny.llm import classify as classify_module
+from pliny.llm.classify import Code, classify, from_status, parse_retry_after, redact
 
 URL = "http://127.0.0.1:8765/v1/chat/completions"
 
@@ -316,7 +316,10 @@ def test_every_code_is_documented_and_unique():
 
 
 def test_importing_classify_stays_light():
-    code = "import sys, pliny.classify; print(sorted({'openai','git','httpx2'} & set(sys.modules)))"
+    code = (
+        "import sys, pliny.llm.classify; "
+        "print(sorted({'openai','git','httpx2'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pliny.auditlog import AuditLog
+from pliny.audit.writer import AuditLog
 from pliny.events import LLMCall, SessionCompleted, SessionStarted
 from tests.audit_samples import sample_session
 

@@ -15,11 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from pliny.runner import RunOptions, execute
+from pliny.session.runner import RunOptions, execute
 from tests.fakeserver import FakeServer
 
 CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
-HEAVY = ("langgraph", "openai", "git", "pliny.engine", "pliny.runner", "pliny.llm")
+HEAVY = (
+    "langgraph",
+    "openai",
+    "git",
+    "pliny.engine.graph",
+    "pliny.session.runner",
+    "pliny.llm.gateway",
+)
 LOCATED = re.compile(r"^pliny: error: (?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<what>.+)$")
 
 

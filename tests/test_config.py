@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pliny.config import Settings, load_settings, parse_duration
+from pliny.config.settings import Settings, load_settings, parse_duration
 from pliny.errors import EXIT_BAD_INPUT, ConfigError
 
 ALL_STRATEGIES = {"network", "tool", "validation", "ai", "system", "config"}

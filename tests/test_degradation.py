@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pliny.events import Event
-from pliny.framework import load
-from pliny.live import Progress, render
+from pliny.framework.model import load
+from pliny.observe.progress import Progress, render
 from tests import fakeserver_payloads as P
 from tests.fakeserver import FakeServer, RecordedRequest
 from tests.test_faults import run, settings, solo_framework

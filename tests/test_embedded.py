@@ -20,9 +20,9 @@ import psutil
 import pytest
 from openai import AsyncOpenAI, AuthenticationError
 
-from pliny.config import LocalModel
-from pliny.embedded import EmbeddedServer, default_model_path
+from pliny.config.settings import LocalModel
 from pliny.errors import ConfigError, SystemFailure
+from pliny.llm.embedded import EmbeddedServer, default_model_path
 
 pytestmark = pytest.mark.embedded
 
@@ -141,8 +141,8 @@ def test_stop_closes_the_port_kills_the_process_and_is_idempotent() -> None:
 PARENT = """
 import sys, threading, time
 from pathlib import Path
-from pliny.config import LocalModel
-from pliny.embedded import EmbeddedServer
+from pliny.config.settings import LocalModel
+from pliny.llm.embedded import EmbeddedServer
 
 def start():
     server = EmbeddedServer(LocalModel(n_ctx=1024), log_dir=Path(sys.argv[1]))

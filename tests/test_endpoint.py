@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pliny.config import LLMSettings, LocalModel, load_settings
-from pliny.endpoint import LOCAL_ALIAS, NO_KEY, host_of, local_model_name, resolve
+from pliny.config.settings import LLMSettings, LocalModel, load_settings
 from pliny.errors import ConfigError
+from pliny.llm.endpoint import LOCAL_ALIAS, NO_KEY, host_of, local_model_name, resolve
 
 SECRET = "sk-test-0123456789abcdef"
 

@@ -34,8 +34,8 @@ from bench.crashkit import (
     wait_until,
 )
 from pliny import api
-from pliny.framework import load
-from pliny.runner import RunOptions, execute
+from pliny.framework.model import load
+from pliny.session.runner import RunOptions, execute
 from tests.fakeserver import FakeServer
 
 pytestmark = pytest.mark.timeout(90)

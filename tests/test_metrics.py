@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pliny import events as ev
-from pliny.audit import AuditLog
+from pliny.audit.log import AuditLog
 from pliny.errors import UsageError
-from pliny.metrics import Metrics
+from pliny.observe.metrics import Metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 S = {"session": "s1"}

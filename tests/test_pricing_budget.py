@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pliny import resources
-from pliny.auditlog import AuditLog
-from pliny.auditread import read_events
-from pliny.budget import BudgetGuard
-from pliny.config import Budgets, Limit, load_settings
+from pliny.audit.reader import read_events
+from pliny.audit.writer import AuditLog
+from pliny.config import resources
+from pliny.config.settings import Budgets, Limit, load_settings
 from pliny.errors import BudgetExceeded, ConfigError
 from pliny.events import EventBus, LLMCall
-from pliny.pricing import PricingTable
+from pliny.llm.budget import BudgetGuard
+from pliny.llm.pricing import PricingTable
 
 YAML_PRICES = yaml.safe_load(resources.config_path("pricing.yaml").read_text())["models"]
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from pliny.framework import load
-from pliny.render import COLORS, FILL
-from pliny.runner import RunOptions, execute
+from pliny.framework.model import load
+from pliny.framework.render import COLORS, FILL
+from pliny.session.runner import RunOptions, execute
 from tests.fakeserver import FakeServer
 
 pytestmark = pytest.mark.timeout(90)

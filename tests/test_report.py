@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pliny.auditlog import AuditLog
-from pliny.auditread import read_events
+from pliny.audit.reader import read_events
+from pliny.audit.summary import summarize
+from pliny.audit.writer import AuditLog
 from pliny.events import Event, LLMCall, PhaseCompleted, PhaseStarted
-from pliny.report import summarize
 from tests.audit_samples import sample_session
 
 

@@ -1,4 +1,4 @@
-"""pliny.retry: per-category strategies, backoff, Retry-After, attempt counting, fallbacks.
+"""pliny.llm.retry: per-category strategies, backoff, Retry-After, attempt counting, fallbacks.
 
 Sleeps are injected (recorded, not waited); the last test drives the real
 openai client against a scripted socket server on 127.0.0.1.
@@ -14,10 +14,10 @@ import openai
 import pydantic
 import pytest
 
-from pliny.classify import Code
-from pliny.config import RetryStrategy
+from pliny.config.settings import RetryStrategy
 from pliny.errors import BudgetExceeded, Cancelled, Category, PlinyError
-from pliny.retry import (
+from pliny.llm.classify import Code
+from pliny.llm.retry import (
     ModelChain,
     RetryInfo,
     call_with_retry,

@@ -58,9 +58,9 @@ def test_unpacked_wheel_finds_its_builtins(wheel: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     probe = (
-        "import json, pliny, pliny.resources as r\n"
-        "from pliny.framework import builtin_names, load\n"
-        "from pliny.config import load_settings\n"
+        "import json, pliny, pliny.config.resources as r\n"
+        "from pliny.framework.model import builtin_names, load\n"
+        "from pliny.config.settings import load_settings\n"
         "rise, care = load('rise'), load('care')\n"
         "print(json.dumps({'pliny': pliny.__file__, 'frameworks': str(r.frameworks_dir()),\n"
         "  'config': str(r.config_path('default.yaml')), 'names': builtin_names(),\n"

@@ -21,8 +21,8 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.
 
 
 def _log(workspace: Path | None, session_id: str) -> Path:
-    from pliny.audit import existing_log
-    from pliny.config import load_settings
+    from pliny.audit.log import existing_log
+    from pliny.config.settings import load_settings
 
     ws = workspace_path(workspace)
     return existing_log(ws, load_settings(ws).audit, session_id)
@@ -56,14 +56,14 @@ def view(
     workspace: Path | None = WorkspaceOpt,
 ) -> None:
     """Show a session's audit events (filters combine; each accepts a,b or repeats)."""
-    from pliny.auditread import matches
+    from pliny.audit.reader import matches
 
     path = _log(workspace, session_id)
     filters = (_event_types(type_), _split(phase), _split(agent))
     if follow_:
         _follow(path, filters, json_)
         return
-    from pliny.auditread import read_log
+    from pliny.audit.reader import read_log
 
     contents = read_log(path)
     events = [e for e in contents.events if matches(e, *filters)]
@@ -85,7 +85,7 @@ def _follow(path: Path, filters: tuple[list[str], list[str], list[str]], json_: 
     """Stream events as JSON Lines (--json) or one row per event, until the session ends."""
     import json
 
-    from pliny.auditread import follow, matches
+    from pliny.audit.reader import follow, matches
     from pliny.cli.audit_render import event_row_text
 
     console = _console()
@@ -103,8 +103,8 @@ def summary(
     session_id: str = IdArg, json_: bool = JsonOpt, workspace: Path | None = WorkspaceOpt
 ) -> None:
     """Per phase and per agent: duration, calls, tokens, cost, retries, errors; history."""
-    from pliny.auditread import read_events
-    from pliny.report import summarize
+    from pliny.audit.reader import read_events
+    from pliny.audit.summary import summarize
 
     result = summarize(read_events(_log(workspace, session_id)))
     if json_:
@@ -124,7 +124,7 @@ def verify(
     """Check the hash chain and sequence numbers; exit 1 at the first bad line."""
     from dataclasses import asdict
 
-    from pliny.auditlog import verify as verify_log
+    from pliny.audit.writer import verify as verify_log
 
     path = _log(workspace, session_id)
     result = verify_log(path)

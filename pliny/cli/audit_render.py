@@ -7,8 +7,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from pliny.audit.summary import Stats, Summary
 from pliny.events import Event
-from pliny.report import Stats, Summary
 
 _BASE = {"v", "type", "ts", "seq", "session", "phase", "agent", "prev", "hash"}
 _STYLE = {

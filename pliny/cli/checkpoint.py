@@ -12,8 +12,8 @@ app = typer.Typer(no_args_is_help=True, help="Named git checkpoints of a session
 
 
 def _store(workspace: Path, session_id: str | None):  # noqa: ANN202
-    from pliny.checkpoints import CheckpointStore
-    from pliny.session import SessionStore
+    from pliny.checkpoints.store import CheckpointStore
+    from pliny.session.store import SessionStore
 
     sessions = SessionStore(workspace)
     state = sessions.resolve(session_id)
@@ -27,15 +27,15 @@ def create(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Commit what the session's agents wrote so far under NAME."""
-    from pliny.checkpoint_listener import CheckpointListener
-    from pliny.config import load_settings
+    from pliny.checkpoints.listener import CheckpointListener
+    from pliny.config.settings import load_settings
     from pliny.events import EventBus
 
     ws = workspace_path(workspace)
     state, store = _store(ws, session)
     settings = load_settings(ws)
     bus = EventBus(session=state.id)
-    from pliny.audit import open_log
+    from pliny.audit.log import open_log
 
     log = open_log(ws, settings.audit, state.id)
     bus.subscribe(log)
@@ -84,6 +84,6 @@ def rollback(
     """Restore the workspace files and the session state to a checkpoint."""
     import asyncio
 
-    from pliny.rollback import rollback_session
+    from pliny.session.rollback import rollback_session
 
     typer.echo(asyncio.run(rollback_session(workspace_path(workspace), session, name, force)))

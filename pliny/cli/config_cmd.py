@@ -18,10 +18,10 @@ def validate(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Validate a config (or framework) file; problems are printed as file:line:col."""
-    from pliny.config import load_settings
+    from pliny.config.settings import load_settings
+    from pliny.config.yamlsource import load_file
     from pliny.errors import UsageError
-    from pliny.framework import load
-    from pliny.yamlsource import load_file
+    from pliny.framework.model import load
 
     ws = workspace_path(workspace)
     target = path or ws / "pliny.yaml"
@@ -41,9 +41,9 @@ def schema(
     kind: str = typer.Option("config", "--kind", help="config | framework"),
 ) -> None:
     """JSON Schema of the YAML files, for editors."""
-    from pliny.config import Settings
+    from pliny.config.settings import Settings
     from pliny.errors import UsageError
-    from pliny.framework import Framework
+    from pliny.framework.model import Framework
 
     models = {"config": Settings, "framework": Framework}
     if kind not in models:
@@ -59,6 +59,6 @@ def show(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """The effective settings after layering defaults, pliny.yaml and --config."""
-    from pliny.config import load_settings
+    from pliny.config.settings import load_settings
 
     print_json(load_settings(workspace_path(workspace), config).model_dump(mode="json"))

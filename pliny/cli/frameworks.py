@@ -12,7 +12,7 @@ app = typer.Typer(no_args_is_help=True, help="Built-in and user-defined phase gr
 @app.command("list")
 def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The built-in frameworks."""
-    from pliny.framework import builtin_names, load
+    from pliny.framework.model import builtin_names, load
 
     items = []
     for name in builtin_names():
@@ -46,7 +46,7 @@ def show(
     fmt: str = typer.Option("text", "--format", help="text | json | dot | mermaid | svg"),
 ) -> None:
     """Show a framework's phase graph."""
-    from pliny.framework import load
-    from pliny.render import render
+    from pliny.framework.model import load
+    from pliny.framework.render import render
 
     typer.echo(render(load(name), fmt))

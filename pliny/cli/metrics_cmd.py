@@ -31,11 +31,11 @@ def metrics(
     from prometheus_client import disable_created_metrics
 
     from pliny.atomicfile import atomic_write
-    from pliny.audit import existing_log, read_events
-    from pliny.config import load_settings
+    from pliny.audit.log import existing_log, read_events
+    from pliny.config.settings import load_settings
     from pliny.errors import UsageError
-    from pliny.metrics import Metrics
-    from pliny.session import SessionStore
+    from pliny.observe.metrics import Metrics
+    from pliny.session.store import SessionStore
 
     ws = workspace_path(workspace)
     sid = session_id or SessionStore(ws).current()
@@ -57,7 +57,7 @@ def clear(
     workspace: Path | None = WorkspaceOpt,
 ) -> None:
     """Remove cached results (all sessions of this workspace share the cache)."""
-    from pliny.cache import ResultCache, cache_path
+    from pliny.engine.cache import ResultCache, cache_path
 
     path = cache_path(workspace_path(workspace))
     if not path.exists():
@@ -77,7 +77,7 @@ def list_(
     from dataclasses import asdict
     from datetime import UTC, datetime
 
-    from pliny.cache import ResultCache, cache_path
+    from pliny.engine.cache import ResultCache, cache_path
 
     path = cache_path(workspace_path(workspace))
     entries = []

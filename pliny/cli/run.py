@@ -76,7 +76,7 @@ def execute(
 
 
 def _duration(flag: str, value: str | None) -> float | None:
-    from pliny.config import parse_duration
+    from pliny.config.settings import parse_duration
     from pliny.errors import UsageError
 
     try:
@@ -90,12 +90,11 @@ def _duration(flag: str, value: str | None) -> float | None:
 
 def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
     """Prepare, run with the live view, print the summary; returns the exit code."""
-    from pliny import runner
-
+    from pliny.session import runner
     opts = runner.RunOptions(workspace=workspace, **options)
     server = None
     if opts.metrics_port is not None:  # bind first: a busy port is bad input, nothing written
-        from pliny.metrics import Metrics
+        from pliny.observe.metrics import Metrics
 
         opts.metrics = Metrics()
         server = opts.metrics.serve(opts.metrics_port)
@@ -110,9 +109,9 @@ def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
 def _run_prepared(opts: Any, json_out: bool) -> int:
     import asyncio
 
-    from pliny import runner
-    from pliny.audit import log_path
-    from pliny.live import Progress
+    from pliny.audit.log import log_path
+    from pliny.observe.progress import Progress
+    from pliny.session import runner
 
     workspace = opts.workspace
     settings, store, state, framework = runner.prepare(opts)  # bad input fails here, untouched
@@ -136,8 +135,7 @@ async def _main(opts: Any, prepared: tuple[Any, ...]) -> Any:
     import asyncio
     import signal
 
-    from pliny import runner
-
+    from pliny.session import runner
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:
@@ -164,7 +162,7 @@ class _LiveView:
         if self.console.is_terminal and not self.quiet:
             from rich.live import Live
 
-            from pliny.live import render
+            from pliny.observe.progress import render
 
             self.live = Live(
                 get_renderable=lambda: render(self.progress, self.title),
@@ -216,7 +214,7 @@ def _report(outcome: Any, progress: Any, json_out: bool) -> None:
         return
     from rich.console import Console
 
-    from pliny.live import render
+    from pliny.observe.progress import render
 
     console = Console(stderr=True)
     if not console.is_terminal:

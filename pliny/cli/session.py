@@ -18,9 +18,9 @@ def start(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Create a session and make it the current one; prints its id."""
-    from pliny.config import load_settings
-    from pliny.session import SessionStore
-    from pliny.sessionview import apply_retention
+    from pliny.config.settings import load_settings
+    from pliny.session.store import SessionStore
+    from pliny.session.views import apply_retention
 
     ws = workspace_path(workspace)
     apply_retention(ws, load_settings(ws))
@@ -34,8 +34,8 @@ def list_(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Sessions in this workspace, oldest first."""
-    from pliny.session import SessionStore, dump
-    from pliny.sessionview import age
+    from pliny.session.store import SessionStore, dump
+    from pliny.session.views import age
 
     store = SessionStore(workspace_path(workspace))
     sessions = store.list()
@@ -68,7 +68,7 @@ def show(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """A snapshot of the session's state; never advances anything."""
-    from pliny.sessionview import snapshot
+    from pliny.session.views import snapshot
 
     typer.echo(snapshot(workspace_path(workspace), session_id, "json" if json_out else fmt))
 
@@ -82,7 +82,7 @@ def resume(
     """Continue a crashed, failed, paused or cancelled session."""
     from pliny.cli.run import run_session
     from pliny.errors import UsageError
-    from pliny.session import SessionStore
+    from pliny.session.store import SessionStore
 
     ws = workspace_path(workspace)
     state = SessionStore(ws).resolve(session_id)
@@ -101,7 +101,7 @@ def cancel(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Stop a running session from another terminal (it ends `cancelled`, resumable)."""
-    from pliny.sessionview import cancel_running
+    from pliny.session.views import cancel_running
 
     typer.echo(cancel_running(workspace_path(workspace), session_id))
 
@@ -113,7 +113,7 @@ def rm(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Remove a session's state and journal (its audit log is kept)."""
-    from pliny.sessionview import remove
+    from pliny.session.views import remove
 
     typer.echo(remove(workspace_path(workspace), session_id, refs))
 
@@ -130,9 +130,9 @@ def clean(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Remove completed sessions (audit logs are kept)."""
-    from pliny.config import parse_duration
+    from pliny.config.settings import parse_duration
     from pliny.errors import UsageError
-    from pliny.sessionview import clean as do_clean
+    from pliny.session.views import clean as do_clean
 
     try:
         age = parse_duration(older_than)

@@ -2,8 +2,8 @@
 
 Fed only by the session's audit log (the engine's event stream on disk), so
 it never locks or advances anything and shows what ``pliny execute`` shows:
-events are folded into the same ``pliny.live.Progress`` and drawn with
-``pliny.live.render``. On a terminal the table redraws in place; into a pipe
+events are folded into the same ``pliny.observe.progress.Progress`` and drawn with
+``pliny.observe.progress.render``. On a terminal the table redraws in place; into a pipe
 it prints one line per event. It exits 0 when the session ends (completed,
 failed, cancelled, paused), at once (after one final table) when it is not
 running, and when the running process disappears without a final event.
@@ -23,7 +23,7 @@ from pliny.cli.common import WorkspaceOpt, workspace_path
 
 if TYPE_CHECKING:
     from pliny.events import Event
-    from pliny.live import Progress
+    from pliny.observe.progress import Progress
 
 IDLE_S = 0.25  # redraw (elapsed time, ETA) this often when no event arrives
 LIVENESS_S = 2.0  # how often an idle watch checks that the session's process still exists
@@ -60,10 +60,10 @@ class _Target:
 
     @classmethod
     def resolve(cls, workspace: Path, session_id: str | None) -> _Target:
-        from pliny.audit import log_path
-        from pliny.config import load_settings
+        from pliny.audit.log import log_path
+        from pliny.config.settings import load_settings
         from pliny.errors import UsageError
-        from pliny.session import SessionStore
+        from pliny.session.store import SessionStore
 
         store = SessionStore(workspace)
         sid = session_id or store.current()
@@ -83,7 +83,7 @@ class _Target:
         """Whether the process that holds the session still exists (no lock taken)."""
         import psutil
 
-        from pliny.session import SessionStore
+        from pliny.session.store import SessionStore
 
         owner = SessionStore(self.workspace).lock(self.sid).owner()
         if not owner.isdigit():
@@ -118,7 +118,7 @@ class _View:
         done = object()
 
         def pump() -> None:
-            from pliny.audit import follow
+            from pliny.audit.log import follow
 
             try:
                 for event in follow(self.target.log):
@@ -152,7 +152,7 @@ class _View:
         from rich.console import Console
         from rich.live import Live
 
-        from pliny.live import render
+        from pliny.observe.progress import render
 
         with Live(render(self.progress, self.title()), console=Console(),
                   refresh_per_second=4) as live:  # fmt: skip
@@ -168,7 +168,7 @@ class _View:
                 print(_event_line(event, self.progress), flush=True)
 
     def print_final(self) -> None:
-        from pliny.audit import read_events
+        from pliny.audit.log import read_events
 
         if not self.target.log.is_file():
             typer.echo(f"session {self.target.sid} ({self.target.status}): not run yet, "
@@ -179,7 +179,7 @@ class _View:
         if self.target.status:
             self.progress.status = self.target.status
         self.clock.freeze(self.progress)
-        from pliny.live import render
+        from pliny.observe.progress import render
 
         _console().print(render(self.progress, self.title()))
         self.print_end()
@@ -201,8 +201,8 @@ class _View:
 def _progress(workspace: Path, framework: str | None) -> Progress:
     """Progress laid out from the framework; bare (filled in by events) if it cannot be loaded."""
     from pliny.errors import PlinyError
-    from pliny.framework import load
-    from pliny.live import Progress
+    from pliny.framework.model import load
+    from pliny.observe.progress import Progress
 
     for candidate in (framework, str(workspace / framework) if framework else None):
         if candidate:
@@ -257,8 +257,8 @@ def _wall(ts: str) -> float | None:
 
 
 def _event_line(event: Event, progress: Progress) -> str:
-    """``time type phase/agent | status | phase marks | tokens cost`` (pliny.render.to_line)."""
-    from pliny.render import to_line
+    """``time type phase/agent | status | phase marks | tokens cost`` (see render.to_line)."""
+    from pliny.framework.render import to_line
 
     where = "/".join(x for x in (event.phase, event.agent) if x) or "-"
     data = {

@@ -1,0 +1,1 @@
+"""The audit log: writer, reader, summary, the secret scrubber."""

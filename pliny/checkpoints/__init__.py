@@ -1,0 +1,1 @@
+"""Git checkpoints: store, refs, files, run state, the engine listener, git plumbing."""

@@ -1,0 +1,1 @@
+"""Settings: the layered config model, line-aware YAML, bundled resources."""

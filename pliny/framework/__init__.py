@@ -1,0 +1,1 @@
+"""Frameworks: the phase-graph model loaded from YAML, and its renderers."""

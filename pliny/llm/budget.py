@@ -1,0 +1,165 @@
+"""Spending limits per session, phase and agent, checked before each LLM call.
+
+``BudgetGuard`` listens to ``llm_call`` events to keep what was spent, and
+``check`` refuses a call whose worst case (prompt estimate + max_tokens)
+would cross a limit, by raising ``BudgetExceeded``; the engine then pauses
+the session (exit code 3), resumable once the limit is raised.
+
+Accounting rules:
+
+- tokens = prompt + completion (cached tokens are part of the prompt);
+- a replayed or cache-hit call costs nothing and counts nothing: it was
+  paid for (and counted) by the call that first recorded the answer, whose
+  llm_call is already in the log that ``from_events`` replays on resume;
+- an unpriced call (cost null: model not in the pricing table) counts its
+  tokens but adds 0 to the cost, so ``max_cost_usd`` cannot see it; it is
+  counted in ``Usage.unpriced_calls`` and flagged by ``pliny audit summary``.
+  Use ``max_tokens`` to bound unpriced models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pliny.config.settings import Budgets, Limit
+from pliny.errors import BudgetExceeded
+from pliny.events import BudgetExceededEvent, Event
+
+
+@dataclass
+class Usage:
+    cost_usd: float = 0.0
+    tokens: int = 0
+    calls: int = 0
+    unpriced_calls: int = 0
+
+    def add(self, tokens: int, cost: float | None) -> None:
+        self.calls += 1
+        self.tokens += tokens
+        if cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += cost
+
+
+@dataclass(frozen=True)
+class Breach:
+    scope: str  # session | phase:<name> | agent:<name>
+    limit: str  # max_cost_usd | max_tokens
+    limit_value: float
+    used: float
+    estimate: float
+
+    def to_event(self, phase: str | None = None, agent: str | None = None) -> BudgetExceededEvent:
+        return BudgetExceededEvent(
+            phase=phase, agent=agent, scope=self.scope, limit=self.limit,
+            limit_value=self.limit_value, used=self.used, estimate=self.estimate,
+        )  # fmt: skip
+
+    def message(self) -> str:
+        fmt = _usd if self.limit == "max_cost_usd" else _tokens
+        return (
+            f"{self.scope} budget {self.limit}={fmt(self.limit_value)} would be exceeded: "
+            f"used {fmt(self.used)} + next call up to {fmt(self.estimate)}"
+        )
+
+    def config_key(self) -> str:
+        kind, _, name = self.scope.partition(":")
+        return {"session": "budgets", "phase": f"budgets.phases.{name}"}.get(
+            kind, f"budgets.agents.{name}"
+        ) + f".{self.limit}"
+
+
+def _usd(value: float) -> str:
+    return f"${value:.4f}"
+
+
+def _tokens(value: float) -> str:
+    return f"{int(value)} tokens"
+
+
+class BudgetGuard:
+    """Usage per session / phase / agent, and the pre-call limit check."""
+
+    def __init__(self, budgets: Budgets | None = None) -> None:
+        self.budgets = budgets or Budgets()
+        self.session = Usage()
+        self.phases: dict[str, Usage] = {}
+        self.agents: dict[str, Usage] = {}
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event], budgets: Budgets | None = None) -> BudgetGuard:
+        """Rebuild usage from an existing log (resume), under possibly raised limits."""
+        guard = cls(budgets)
+        for event in events:
+            guard(event)
+        return guard
+
+    def __call__(self, event: Event) -> None:
+        """EventBus listener: account every paid llm_call."""
+        if event.type != "llm_call" or getattr(event, "replayed", False):
+            return
+        if getattr(event, "cache_hit", False):
+            return
+        tokens = getattr(event, "prompt_tokens", 0) + getattr(event, "completion_tokens", 0)
+        cost = getattr(event, "cost_usd", None)
+        for usage in self._scopes_for(event.phase, event.agent, create=True):
+            usage.add(tokens, cost)
+
+    def _scopes_for(self, phase: str | None, agent: str | None, create: bool) -> list[Usage]:
+        out = [self.session]
+        for key, table in ((phase, self.phases), (agent, self.agents)):
+            if key is not None:
+                out.append(table.setdefault(key, Usage()) if create else table.get(key, Usage()))
+        return out
+
+    def limits(self, phase: str | None, agent: str | None) -> list[tuple[str, Limit, Usage]]:
+        """(scope, limit, usage so far) for each limit that applies to this call."""
+        out: list[tuple[str, Limit, Usage]] = [("session", self.budgets, self.session)]
+        if phase is not None and phase in self.budgets.phases:
+            out.append(
+                (f"phase:{phase}", self.budgets.phases[phase], self.phases.get(phase, Usage()))
+            )
+        if agent is not None and agent in self.budgets.agents:
+            out.append(
+                (f"agent:{agent}", self.budgets.agents[agent], self.agents.get(agent, Usage()))
+            )
+        return out
+
+    def breach(
+        self,
+        phase: str | None,
+        agent: str | None,
+        estimate_tokens: int,
+        estimate_cost: float | None,
+    ) -> Breach | None:
+        """The first limit (session, then phase, then agent) the next call could cross."""
+        cost = estimate_cost or 0.0
+        for scope, limit, used in self.limits(phase, agent):
+            if limit.max_tokens is not None and used.tokens + estimate_tokens > limit.max_tokens:
+                return Breach(scope, "max_tokens", limit.max_tokens, used.tokens, estimate_tokens)
+            if limit.max_cost_usd is not None and used.cost_usd + cost > limit.max_cost_usd:
+                return Breach(scope, "max_cost_usd", limit.max_cost_usd, used.cost_usd, cost)
+        return None
+
+    def check(
+        self,
+        phase: str | None,
+        agent: str | None,
+        estimate_tokens: int,
+        estimate_cost: float | None,
+    ) -> None:
+        """Raise ``BudgetExceeded`` (with ``.breach``) if the next call could cross a limit.
+
+        ``estimate_cost`` None (unpriced model) is checked as 0.
+        """
+        found = self.breach(phase, agent, estimate_tokens, estimate_cost)
+        if found is None:
+            return
+        exc = BudgetExceeded(
+            found.message(),
+            hint=f"raise {found.config_key()} in pliny.yaml, then `pliny session resume`",
+        )
+        exc.breach = found  # type: ignore[attr-defined]
+        raise exc

@@ -1,0 +1,366 @@
+"""The one way Pliny talks to a model: the ``openai`` SDK's async client.
+
+``LLMGateway.chat`` wraps each call in, from the outside in: the resume
+journal (a recorded answer is replayed, never re-paid), the budget check,
+the single-stream queue (the embedded model serves one request at a time),
+the endpoint's circuit breaker, and the category retry policy. Every attempt
+that reaches the network ends as an ``llm_call`` or ``retry`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from pliny.errors import AIError
+from pliny.events import Error, EventBus, LLMCall, LLMQueued
+from pliny.llm import tokens
+from pliny.llm.classify import Code, bad_response, classify
+from pliny.llm.journal import Journal, request_hash
+from pliny.llm.retry import ModelChain, RetryInfo, call_with_retry, strategies_for_chain
+
+if TYPE_CHECKING:
+    from pliny.config.settings import Settings
+    from pliny.llm.budget import BudgetGuard
+    from pliny.llm.circuit import CircuitBreakers
+    from pliny.llm.endpoint import EndpointChoice
+    from pliny.llm.pricing import PricingTable
+
+
+@dataclass
+class CallContext:
+    """Who is calling: stamps events and keys the journal."""
+
+    phase: str
+    agent: str
+    cycle: int = 1
+    fresh: bool = False  # --rerun/--from-phase: skip the result cache (the journal was cleared)
+    seen: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Reply:
+    content: str
+    tool_calls: list[dict[str, Any]]  # [{id, name, arguments (JSON string)}]
+    finish_reason: str | None
+    model: str
+    replayed: bool = False
+
+
+def normalize(completion: Any) -> dict[str, Any]:
+    """The parts of a ChatCompletion we keep (and journal), as plain JSON."""
+    choice = completion.choices[0] if completion.choices else None
+    message = choice.message if choice else None
+    usage = completion.usage
+    details = getattr(usage, "prompt_tokens_details", None) if usage else None
+    return {
+        "id": completion.id,
+        "model": completion.model,
+        "content": (message.content or "") if message else "",
+        "refusal": getattr(message, "refusal", None) if message else None,
+        "tool_calls": [
+            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments or "{}"}
+            for c in (message.tool_calls or [])
+            if getattr(c, "function", None)
+        ]
+        if message
+        else [],
+        "finish_reason": choice.finish_reason if choice else None,
+        "usage": None
+        if usage is None
+        else {
+            "prompt_tokens": usage.prompt_tokens or 0,
+            "completion_tokens": usage.completion_tokens or 0,
+            "cached_tokens": (getattr(details, "cached_tokens", 0) or 0) if details else 0,
+        },
+    }
+
+
+class LLMGateway:
+    def __init__(
+        self,
+        settings: Settings,
+        endpoint: EndpointChoice,
+        bus: EventBus,
+        *,
+        journal: Journal | None = None,
+        pricing: PricingTable | None = None,
+        budget: BudgetGuard | None = None,
+        breakers: CircuitBreakers | None = None,
+    ) -> None:
+        from openai import AsyncOpenAI
+
+        from pliny.llm.endpoint import host_of
+
+        self.settings = settings
+        self.endpoint = endpoint
+        self.bus = bus
+        self.journal = journal
+        self.pricing = pricing
+        self.budget = budget
+        self.breakers = breakers
+        self.host = host_of(endpoint.base_url or "https://api.openai.com/v1")
+        local = endpoint.kind == "local"
+        timeout = settings.execution.timeouts.llm_call or (
+            settings.llm.local.timeout if local else settings.llm.timeout
+        )
+        self._max_tokens_cap = settings.llm.local.max_tokens if local else None
+        # max_retries=0: Pliny's category policy is the only retry, so every
+        # attempt is visible in the audit log.
+        self.client = AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key,
+            max_retries=0,
+            timeout=timeout,
+        )
+        self._queue = asyncio.Semaphore(1) if endpoint.single_stream else None
+        b = settings.budgets
+        # The pre-call estimate needs tiktoken (~0.2 s to load): only when a limit is set.
+        self._budgeted = any(
+            lim.max_cost_usd is not None or lim.max_tokens is not None
+            for lim in (b, *b.phases.values(), *b.agents.values())
+        )
+        self._waiting = 0
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def chat(
+        self,
+        ctx: CallContext,
+        messages: list[dict[str, Any]],
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Reply:
+        """One model turn; AI errors move along the fallback model chain."""
+        chain = ModelChain.of(model or self.endpoint.model, self.settings.llm.fallback_models)
+        request = self._request(
+            chain.current, messages, temperature, max_tokens, tools, json_schema
+        )
+        return await self._call(ctx, request, chain)
+
+    def _request(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        temperature: float | None,
+        max_tokens: int | None,
+        tools: list[dict[str, Any]] | None,
+        json_schema: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "temperature": self.settings.llm.temperature if temperature is None else temperature,
+            "max_tokens": min(
+                max_tokens or self.settings.llm.max_tokens, self._max_tokens_cap or 1 << 30
+            ),
+        }
+        if tools:
+            request["tools"] = tools
+        if json_schema is not None:
+            # JSON mode everywhere; llama.cpp also takes the schema and turns it
+            # into a grammar, which is what lets a tiny local model answer validly.
+            fmt: dict[str, Any] = {"type": "json_object"}
+            if self.endpoint.kind == "local":
+                fmt["schema"] = json_schema
+            request["response_format"] = fmt
+        return request
+
+    async def _call(self, ctx: CallContext, request: dict[str, Any], chain: ModelChain) -> Reply:
+        rhash = request_hash(request)
+        ctx.seen[rhash] += 1
+        key = (ctx.agent, ctx.cycle, rhash, ctx.seen[rhash])
+        if self.journal and (recorded := self.journal.get(*key)):
+            self._emit_call(ctx, request, recorded, rhash, latency_ms=0, attempt=0, replayed=True)
+            return self._reply(recorded, replayed=True)
+        if self.budget is not None and self._budgeted:
+            self._check_budget(ctx, request)
+        async with self._slot(ctx):
+            data, attempt, latency = await self._send_with_retry(ctx, request, chain, rhash)
+        if self.journal:
+            self.journal.put(*key, data)
+        self._emit_call(ctx, request, data, rhash, latency_ms=latency, attempt=attempt)
+        return self._reply(data)
+
+    def _check_budget(self, ctx: CallContext, request: dict[str, Any]) -> None:
+        estimate_tokens = tokens.count_messages(request["messages"]) + request["max_tokens"]
+        cost = None
+        if self.pricing is not None:
+            cost = self.pricing.price(
+                request["model"], estimate_tokens - request["max_tokens"], request["max_tokens"], 0
+            )
+        self.budget.check(ctx.phase, ctx.agent, estimate_tokens, cost or 0.0)
+
+    def _slot(self, ctx: CallContext) -> Any:
+        """The single-stream queue; announces waiting agents to the live view."""
+        gateway = self
+
+        class _Slot:
+            async def __aenter__(self) -> None:
+                if gateway._queue is None:
+                    return
+                if gateway._queue.locked():
+                    gateway._waiting += 1
+                    gateway.bus.emit(
+                        LLMQueued(phase=ctx.phase, agent=ctx.agent, waiting=gateway._waiting)
+                    )
+                    try:
+                        await gateway._queue.acquire()
+                    finally:
+                        gateway._waiting -= 1
+                else:
+                    await gateway._queue.acquire()
+
+            async def __aexit__(self, *exc: object) -> None:
+                if gateway._queue is not None:
+                    gateway._queue.release()
+
+        return _Slot()
+
+    async def _send_with_retry(
+        self, ctx: CallContext, request: dict[str, Any], chain: ModelChain, rhash: str
+    ) -> tuple[dict[str, Any], int, float]:
+        attempts = 0
+        started = 0.0
+
+        async def attempt(number: int) -> dict[str, Any]:
+            nonlocal attempts, started
+            attempts = number
+            breaker = self.breakers.get(self.host) if self.breakers is not None else None
+            if breaker is not None:
+                breaker.before_call()  # open circuit: fails fast, retried after it closes
+            started = time.perf_counter()
+            try:
+                completion = await self.client.chat.completions.create(
+                    **{**request, "model": chain.current}
+                )
+                if not hasattr(completion, "choices"):  # the SDK returns a str for non-JSON
+                    raise bad_response(self.host, completion)
+                data = normalize(completion)
+                try:
+                    _check_answer(data, request)
+                except AIError as exc:  # the tokens were paid: record them, then retry
+                    latency = (time.perf_counter() - started) * 1000
+                    self._emit_call(ctx, request, data, rhash, latency_ms=latency,
+                                    attempt=number, rejected=exc.code)  # fmt: skip
+                    raise
+            except BaseException as exc:  # a cancelled trial must release the half-open slot
+                if breaker is not None:
+                    breaker.record_failure(classify(exc))
+                raise
+            if breaker is not None:
+                breaker.record_success()
+            return data
+
+        def on_retry(info: RetryInfo) -> None:
+            logger.debug(
+                "{}/{} attempt {} failed ({}), retry in {:.0f} ms: {}",
+                ctx.phase, ctx.agent, info.attempt, info.code, info.delay_ms, info.message,
+            )  # fmt: skip
+            self.bus.emit(info.as_event(phase=ctx.phase, agent=ctx.agent))
+            failed = chain.current
+            if chain.advance(info.error):  # AI errors: the next model, not the same request
+                message = f"{failed}: {info.message}; switching to {chain.current}"
+                self.bus.emit(Error(phase=ctx.phase, agent=ctx.agent, category=info.category,
+                                    code=info.code, message=message, recoverable=True))  # fmt: skip
+
+        strategies = strategies_for_chain(self.settings.error_handling.retry_strategies, chain)
+        data = await call_with_retry(attempt, strategies=strategies, on_retry=on_retry)
+        return data, attempts, (time.perf_counter() - started) * 1000
+
+    def _emit_call(
+        self,
+        ctx: CallContext,
+        request: dict[str, Any],
+        data: dict[str, Any],
+        rhash: str,
+        *,
+        latency_ms: float,
+        attempt: int,
+        replayed: bool = False,
+        rejected: str | None = None,
+    ) -> None:
+        usage = data.get("usage")
+        estimated = usage is None
+        if estimated:
+            usage = {
+                "prompt_tokens": tokens.count_messages(request["messages"]),
+                "completion_tokens": tokens.count(data.get("content") or "")
+                + sum(tokens.count(c["arguments"]) for c in data.get("tool_calls", [])),
+                "cached_tokens": 0,
+            }
+        model = data.get("model") or request["model"]
+        cost, table_hash = self._price(model, usage, replayed)
+        self.bus.emit(
+            LLMCall(
+                phase=ctx.phase,
+                agent=ctx.agent,
+                model=model,
+                endpoint=self.host,
+                prompt_tokens=usage["prompt_tokens"],
+                completion_tokens=usage["completion_tokens"],
+                cached_tokens=usage["cached_tokens"],
+                tokens_estimated=estimated,
+                latency_ms=round(latency_ms, 2),
+                cost_usd=cost,
+                pricing_hash=table_hash,
+                attempt=attempt,
+                request_id=data.get("id"),
+                request_hash=rhash,
+                replayed=replayed,
+                finish_reason=data.get("finish_reason"),
+                tool_calls=len(data.get("tool_calls", [])),
+                rejected=rejected,
+            )
+        )
+
+    def _price(
+        self, model: str, usage: dict[str, int], replayed: bool
+    ) -> tuple[float | None, str | None]:
+        if self.endpoint.kind == "local":
+            return 0.0, None
+        if self.pricing is None:
+            return None, None
+        if replayed:
+            return 0.0, self.pricing.hash
+        cost = self.pricing.price(
+            model, usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"]
+        )
+        if cost is None and self.pricing.warn_once(model):
+            from pliny.events import Warning_
+
+            self.bus.emit(
+                Warning_(
+                    message=f"model {model!r} is not in the pricing table: "
+                    "its calls are recorded as unpriced"
+                )
+            )
+        return cost, self.pricing.hash
+
+    @staticmethod
+    def _reply(data: dict[str, Any], replayed: bool = False) -> Reply:
+        return Reply(
+            content=data.get("content") or "",
+            tool_calls=data.get("tool_calls", []),
+            finish_reason=data.get("finish_reason"),
+            model=data.get("model") or "",
+            replayed=replayed,
+        )
+
+
+def _check_answer(data: dict[str, Any], request: dict[str, Any]) -> None:
+    """An empty answer or a refusal is an AI error (fallback model, then fail)."""
+    if data.get("refusal"):
+        raise AIError(f"model refused: {data['refusal'][:200]}", code=Code.AI_REFUSAL)
+    if not (data.get("content") or "").strip() and not data.get("tool_calls"):
+        raise AIError("model returned an empty answer", code=Code.AI_EMPTY)

@@ -1,0 +1,1 @@
+"""Observers of the event stream: live progress, metrics, alerts."""

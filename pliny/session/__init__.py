@@ -1,0 +1,1 @@
+"""Sessions: options, the runner (lifecycle), run assembly, the store, views, rollback."""

@@ -1,0 +1,153 @@
+"""The parts a run is assembled from: listeners, the LLM gateway, services.
+
+The runner decides *when* (session lifecycle); this module decides *what* is
+attached to a run's event bus and how the gateway is built, so data keeps
+flowing one way: engine events out to listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pliny.config.settings import Settings
+from pliny.engine.tools import Workspace
+from pliny.events import Event, EventBus
+from pliny.session.store import SessionState, SessionStore
+
+if TYPE_CHECKING:
+    from pliny.framework import model as fwmod
+    from pliny.session.runner import RunOptions
+
+
+@dataclass
+class PhaseTracker:
+    """Keeps ``state.phase`` current so `session list` shows where a run is."""
+
+    store: SessionStore
+    state: SessionState
+
+    def __call__(self, event: Event) -> None:
+        if event.type == "phase_started" and event.phase != self.state.phase:
+            self.state.phase = event.phase
+            self.store.save(self.state)
+
+
+def attach_listeners(
+    opts: RunOptions,
+    settings: Settings,
+    state: SessionState,
+    bus: EventBus,
+    workspace: Workspace,
+    history: list[Event],
+) -> None:
+    from pliny.checkpoints.listener import CheckpointListener
+
+    mode = settings.execution.checkpoint
+    if mode != "none":
+        listener = CheckpointListener.open(opts.workspace, state, mode, bus)
+        listener.prime(history)
+        workspace.before_write.append(listener.store.capture_preimage)
+        workspace.on_write.append(listener.record_write)
+        bus.subscribe(listener)
+    bus.subscribe(PhaseTracker(SessionStore(opts.workspace), state))
+
+
+async def gateway(
+    opts: RunOptions,
+    settings: Settings,
+    state: SessionState,
+    bus: EventBus,
+    session_dir: Path,
+    stack: AsyncExitStack,
+    history: list[Event],
+) -> Any:
+    from pliny.llm.budget import BudgetGuard
+    from pliny.llm.circuit import CircuitBreakers
+    from pliny.llm.endpoint import resolve
+    from pliny.llm.gateway import LLMGateway
+    from pliny.llm.journal import Journal
+    from pliny.llm.pricing import PricingTable
+
+    endpoint = resolve(
+        settings.llm, opts.env if opts.env is not None else os.environ, state.options.get("model")
+    )
+    if endpoint.kind == "local":
+        endpoint = await start_embedded(settings, endpoint, stack)
+    budget = BudgetGuard.from_events(history, settings.budgets)
+    bus.subscribe(budget)
+
+    def circuit_changed(change: Any) -> None:
+        if (event := change.as_event()) is not None:
+            bus.emit(event)
+
+    breakers = CircuitBreakers.from_settings(
+        settings.error_handling.circuit_breaker, on_change=circuit_changed
+    )
+    gateway = LLMGateway(
+        settings,
+        endpoint,
+        bus,
+        journal=Journal(session_dir / "journal.sqlite"),
+        pricing=PricingTable.load(settings.pricing),
+        budget=budget,
+        breakers=breakers,
+    )
+    stack.push_async_callback(gateway.close)
+    return gateway
+
+
+async def start_embedded(settings: Settings, endpoint: Any, stack: AsyncExitStack) -> Any:
+    from pliny.llm.embedded import EmbeddedServer
+
+    # Started from the main thread on purpose: the server's parent-death
+    # signal fires when the *spawning thread* exits, so no worker threads.
+    server = EmbeddedServer(settings.llm.local, model_alias=endpoint.model)
+    sync_stack = ExitStack()
+    sync_stack.enter_context(server)
+    stack.callback(sync_stack.close)
+    return endpoint.served_at(server.base_url, server.api_key)
+
+
+async def start_alerts(
+    settings: Settings,
+    state: SessionState,
+    bus: EventBus,
+    stack: AsyncExitStack,
+    history: list[Event],
+) -> None:
+    import contextlib
+
+    from pliny.observe.alerts import AlertMonitor, watch_loop
+
+    monitor = AlertMonitor(settings.alerts, emit=bus.emit, session=state.id)
+    monitor.prime(history)
+    bus.subscribe(monitor)
+    ticker = asyncio.create_task(watch_loop(monitor, 1.0))  # phases that hang emit nothing
+
+    async def stop() -> None:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        monitor.close(wait=0)
+
+    stack.push_async_callback(stop)
+
+
+def open_cache(workspace: Path, framework: fwmod.Framework, stack: AsyncExitStack) -> Any:
+    if not any(p.cache or any(a.cache for a in p.agents) for p in framework.phases):
+        return None
+    from pliny.engine.cache import ResultCache, cache_path
+
+    cache = ResultCache(cache_path(workspace))
+    stack.callback(cache.close)
+    return cache
+
+
+def use_tools(settings: Settings, gateway: Any) -> bool:
+    choice = settings.llm.supports_tools
+    return choice == "yes" or (choice == "auto" and gateway.endpoint.kind != "local")

@@ -1,0 +1,122 @@
+"""Read-side views of sessions: snapshots, cancel, removal, retention.
+
+A snapshot is rebuilt from the audit log (the engine's event stream on
+disk), so it never advances or locks anything and works while the session
+runs in another process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pliny.errors import UsageError
+from pliny.session.store import SessionState, SessionStore
+
+
+def age(iso: str) -> str:
+    try:
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    seconds = (datetime.now(UTC) - then).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def progress_of(workspace: Path, state: SessionState):  # noqa: ANN201
+    from pliny.audit.log import log_path
+    from pliny.config.settings import load_settings
+    from pliny.framework.model import load
+    from pliny.observe.progress import Progress
+
+    log = log_path(workspace, load_settings(workspace).audit, state.id)
+    progress = Progress.for_framework(load(state.framework or "rise")).replay(log)
+    progress.status = state.status
+    progress.session = state.id
+    return progress
+
+
+def snapshot(workspace: Path, session_id: str | None, fmt: str) -> str:
+    from pliny.framework.model import load
+    from pliny.framework.render import render
+
+    store = SessionStore(workspace)
+    state = store.resolve(session_id)
+    if not state.framework:
+        if fmt == "json":
+            import json
+
+            return json.dumps({"session": state.model_dump(), "graph": None}, indent=2)
+        return f"{state.id} ({state.name}): {state.status}, not run yet"
+    progress = progress_of(workspace, state)
+    text = render(load(state.framework), fmt, progress)
+    if fmt == "json":
+        import json
+
+        data = json.loads(text)
+        data["session"] = state.model_dump()
+        return json.dumps(data, indent=2)
+    if fmt == "text":
+        header = (
+            f"session {state.id} ({state.name}) · {state.status} · task: {(state.task or '')[:80]}"
+        )
+        if state.error:
+            header += f"\nerror: {state.error.get('message')}"
+        return header + "\n" + text
+    return text
+
+
+def cancel_running(workspace: Path, session_id: str | None) -> str:
+    store = SessionStore(workspace)
+    state = store.resolve(session_id)
+    lock = store.lock(state.id)
+    if not lock.held_elsewhere():
+        raise UsageError(f"session {state.id!r} is not running (status {state.status})")
+    try:
+        pid = int(lock.owner())
+        os.kill(pid, signal.SIGTERM)  # the runner maps SIGTERM to a clean cancel
+    except (ValueError, ProcessLookupError):
+        raise UsageError(f"session {state.id!r} is starting or stopping; try again") from None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and lock.held_elsewhere():
+        time.sleep(0.1)
+    return f"cancelled {state.id} (pid {pid}); resume with `pliny session resume {state.id}`"
+
+
+def remove(workspace: Path, session_id: str, refs: bool) -> str:
+    store = SessionStore(workspace)
+    store.remove(session_id)
+    dropped = 0
+    if refs:
+        from pliny.checkpoints.store import delete_session_refs
+
+        dropped = delete_session_refs(workspace, session_id)
+    extra = f", {dropped} git ref(s)" if refs else " (git refs kept; --refs removes them)"
+    return f"removed {session_id}: state and journal{extra}; audit log kept"
+
+
+def clean(workspace: Path, everything: bool, older_than: float | None, refs: bool) -> list[str]:
+    store = SessionStore(workspace)
+    removed = []
+    cutoff = time.time() - older_than if older_than else None
+    for state in store.list():
+        if state.status == "in_progress" or (state.status != "completed" and not everything):
+            continue
+        created = datetime.fromisoformat(state.updated.replace("Z", "+00:00")).timestamp()
+        if cutoff is not None and created > cutoff:
+            continue
+        remove(workspace, state.id, refs)
+        removed.append(state.id)
+    return removed
+
+
+def apply_retention(workspace: Path, settings: object) -> list[str]:
+    """`sessions.state_retention`: drop completed sessions older than it (at session start)."""
+    retention = settings.sessions.state_retention  # type: ignore[attr-defined]
+    return clean(workspace, False, retention, False) if retention else []
