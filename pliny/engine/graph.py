@@ -9,6 +9,9 @@ Each phase becomes three kinds of nodes:
 LangGraph runs the parallel branches in one superstep and its checkpointer
 (SQLite, thread = session id) records each finished branch, so a resume
 re-runs only what had not finished.
+
+The engine never runs an agent itself: it hands an ``AgentTask`` to its
+executor (``pliny.engine.executor``) and stores the result it gets back.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ from typing import Annotated, Any, TypedDict
 
 from loguru import logger
 
-from pliny.engine.agent import AgentRun, run_agent
+from pliny.config.settings import Settings
+from pliny.engine.executor import AgentTask, Executor, task_inputs
 from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
-from pliny.events import AgentCompleted, AgentFailed, AgentStarted, PhaseCompleted, PhaseStarted
+from pliny.events import (
+    AgentCompleted,
+    AgentFailed,
+    AgentStarted,
+    EventBus,
+    PhaseCompleted,
+    PhaseStarted,
+)
 from pliny.framework.model import END, Agent, Framework, Phase
 from pliny.llm.classify import classify
-from pliny.llm.gateway import CallContext
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -54,8 +64,18 @@ def join_node(phase: str) -> str:
 
 @dataclass
 class Engine:
+    """The phase graph of one framework.
+
+    Without an executor it only compiles (rollback reads and forks graph
+    state that way); running a node then raises.
+    """
+
     framework: Framework
-    run: AgentRun
+    executor: Executor | None = None
+    bus: EventBus = field(default_factory=EventBus)
+    settings: Settings = field(default_factory=Settings)
+    session: str = ""
+    digest: str = ""  # settings digest stamped on every task
     parallel: bool = True
     fresh: set[str] = field(default_factory=set)  # re-run agents: skip the result cache
     _phase_started: dict[str, float] = field(default_factory=dict)
@@ -97,7 +117,7 @@ class Engine:
         async def enter(state: RunState) -> dict[str, Any]:
             cycle = state.get("cycles", {}).get(phase.name, 0) + 1
             self._phase_started[phase.name] = time.monotonic()
-            self.run.bus.emit(
+            self.bus.emit(
                 PhaseStarted(phase=phase.name, cycle=cycle, agents=[a.name for a in phase.agents])
             )
             return {"cycles": {phase.name: cycle}}
@@ -106,14 +126,24 @@ class Engine:
 
     def _agent(self, phase: Phase, agent: Agent) -> Any:
         async def node(state: RunState) -> dict[str, Any]:
+            if self.executor is None:
+                raise RuntimeError("this engine only compiles graphs: it has no executor")
             cycle = state.get("cycles", {}).get(phase.name, 1)
-            ctx = CallContext(phase.name, agent.name, cycle, fresh=agent.name in self.fresh)
-            bus = self.run.bus
+            task = AgentTask(
+                session=self.session,
+                phase=phase.name,
+                agent=agent.name,
+                cycle=cycle,
+                inputs=task_inputs(dict(state)),
+                settings_digest=self.digest,
+                fresh=agent.name in self.fresh,
+            )
+            bus = self.bus
             bus.emit(
                 AgentStarted(
                     phase=phase.name,
                     agent=agent.name,
-                    model=agent.model or self.run.gateway.endpoint.model,
+                    model=agent.model or self.executor.default_model,
                 )
             )
             started = time.perf_counter()
@@ -121,7 +151,7 @@ class Engine:
             try:
                 async with self._semaphore(phase):
                     async with asyncio.timeout(limit):
-                        result = await run_agent(self.run, phase.name, agent, dict(state), ctx)
+                        result = await self.executor.run(task)
             except TimeoutError:
                 return self._failed(
                     phase, agent, _timeout_error(agent.name, phase.name, which, limit)
@@ -156,7 +186,7 @@ class Engine:
             err.message,
             attempts,
         )
-        self.run.bus.emit(
+        self.bus.emit(
             AgentFailed(
                 phase=phase.name,
                 agent=agent.name,
@@ -197,7 +227,7 @@ class Engine:
             update = self._route(phase, state)
             started = self._phase_started.pop(phase.name, None)
             duration = (time.monotonic() - started) * 1000 if started else 0.0
-            self.run.bus.emit(
+            self.bus.emit(
                 PhaseCompleted(
                     phase=phase.name,
                     cycle=state.get("cycles", {}).get(phase.name, 1),
@@ -237,7 +267,7 @@ class Engine:
 
     def _agent_timeout(self, phase: Phase, agent: Agent) -> tuple[float | None, str]:
         """The tighter of the agent's limit and what is left of the phase's."""
-        timeouts = self.run.settings.execution.timeouts
+        timeouts = self.settings.execution.timeouts
         limits: list[tuple[float, str]] = []
         if agent_limit := agent.timeout or timeouts.agent:
             limits.append((agent_limit, "agent"))

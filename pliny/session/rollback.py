@@ -31,7 +31,7 @@ async def _history(store: SessionStore, state: SessionState) -> list[Any]:
     db = store.dir(state.id) / "graph.sqlite"
     if not db.exists():
         return []
-    engine = Engine(load(state.framework or "rise"), run=None)  # type: ignore[arg-type]
+    engine = Engine(load(state.framework or "rise"))  # compile only: no executor
     async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
         graph = engine.build().compile(checkpointer=saver)
         config = {"configurable": {"thread_id": state.id}}

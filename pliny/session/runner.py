@@ -58,6 +58,7 @@ class RunOptions:
     until_phase: str | None = None  # stop (status paused) after this phase completes
     timeout: float | None = None  # this run only (`--timeout`); not saved for resumes
     metrics: Any = None  # a pliny.observe.metrics.Metrics already serving (bound before prepare)
+    executor: str = "local"  # where agents run (pliny.engine.executor.EXECUTORS)
 
 
 @dataclass
@@ -71,6 +72,9 @@ class Outcome:
 
 def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwmod.Framework]:
     """Validate everything before any state is written (bad input changes nothing)."""
+    from pliny.engine.executor import check_executor
+
+    check_executor(opts.executor)
     store = SessionStore(opts.workspace)
     if opts.session_id and (store.dir(opts.session_id) / "state.json").exists():
         state = store.load(opts.session_id)
@@ -308,6 +312,7 @@ async def _run_engine(
     """Run the graph; returns the results and the phase it stopped after (--until-phase)."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+    from pliny.engine.executor import make_executor, settings_digest
     from pliny.engine.graph import Engine, join_node
     from pliny.llm.journal import Journal
 
@@ -327,8 +332,17 @@ async def _run_engine(
         use_tools=wiring.use_tools(settings, gateway),
         cache=wiring.open_cache(opts.workspace, framework, stack),
     )
-    parallel = state.options.get("parallel", settings.execution.parallel)
-    engine = Engine(framework, run, parallel=parallel, fresh=set(state.fresh_agents))
+    executor = make_executor(opts.executor, run)
+    engine = Engine(
+        framework,
+        executor,
+        bus,
+        settings,
+        session=state.id,
+        digest=settings_digest(settings),
+        parallel=state.options.get("parallel", settings.execution.parallel),
+        fresh=set(state.fresh_agents),
+    )
     saver = await stack.enter_async_context(
         AsyncSqliteSaver.from_conn_string(str(session_dir / "graph.sqlite"))
     )
