@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from pliny.events import AgentCompleted, CheckpointCreated, Event, EventBus, LLMCall, PhaseCompleted
-from pliny.session.store import SessionState
 
 
 def exclude_state_dirs(
@@ -40,23 +39,21 @@ def exclude_state_dirs(
 
 
 class CheckpointListener:
-    def __init__(self, store: Any, state: SessionState, mode: str, bus: EventBus) -> None:
+    def __init__(self, store: Any, session: str, mode: str, bus: EventBus) -> None:
         self.store = store
-        self.state = state
+        self.session = session
         self.mode = mode
         self.bus = bus
         self.tokens = 0
         self.cost = 0.0
 
     @classmethod
-    def open(
-        cls, workspace: Path, state: SessionState, mode: str, bus: EventBus
-    ) -> CheckpointListener:
+    def open(cls, workspace: Path, session: str, mode: str, bus: EventBus) -> CheckpointListener:
         from pliny.checkpoints.store import CheckpointStore
 
-        store = CheckpointStore(workspace, state.id, workspace / ".pliny" / "sessions" / state.id)
+        store = CheckpointStore(workspace, session, workspace / ".pliny" / "sessions" / session)
         exclude_state_dirs(workspace)
-        return cls(store, state, mode, bus)
+        return cls(store, session, mode, bus)
 
     def prime(self, events: list[Event]) -> None:
         """Totals so far come from the log: trailers count the whole session, not this run."""
@@ -81,9 +78,9 @@ class CheckpointListener:
             self.commit(f"after-{event.phase}{suffix}", event.phase, None)
 
     def commit(self, name: str, phase: str | None, agents: list[str] | None) -> Any:
-        subject = f"pliny: {self.state.id}: {name}"
+        subject = f"pliny: {self.session}: {name}"
         trailers = {
-            "Pliny-Session": self.state.id,
+            "Pliny-Session": self.session,
             "Pliny-Checkpoint": name,
             "Pliny-Phase": phase or "",
             "Pliny-Agent": ",".join(agents) if agents else "",

@@ -40,7 +40,7 @@ def create(
     log = open_log(ws, settings.audit, state.id)
     bus.subscribe(log)
     try:
-        info = CheckpointListener(store, state, "phase", bus).commit(name, None, None)
+        info = CheckpointListener(store, state.id, "phase", bus).commit(name, None, None)
     finally:
         log.close()
     typer.echo(f"{info.name} {info.commit[:12]} ({info.ref})")

@@ -49,7 +49,7 @@ def attach_listeners(
 
     mode = settings.execution.checkpoint
     if mode != "none":
-        listener = CheckpointListener.open(opts.workspace, state, mode, bus)
+        listener = CheckpointListener.open(opts.workspace, state.id, mode, bus)
         listener.prime(history)
         workspace.before_write.append(listener.store.capture_preimage)
         workspace.on_write.append(listener.record_write)
