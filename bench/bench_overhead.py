@@ -6,7 +6,7 @@ One phase of N serial agents against the zero-latency fake server, the same N re
 - raw: ``AsyncOpenAI.chat.completions.create`` in a loop;
 - langgraph: a hand-built ``StateGraph`` chain, one node per call, ``AsyncSqliteSaver``
   with ``durability="sync"`` (what Pliny uses, so both survive a crash between nodes);
-- pliny: ``pliny.session.runner.execute`` (checkpoint none, and phase), audit fsync every_event.
+- pliny: ``pliny.lifecycle.runner.execute`` (checkpoint none, and phase), audit fsync every_event.
 
 Each variant runs at two sizes (5 and N agents) and the per-agent cost is the slope
 ``(T(N) - T(5)) / (N - 5)``: fixed start-up cost (settings, session, SQLite files)
@@ -109,7 +109,7 @@ async def run_langgraph(base_url: str, n: int, work: Path) -> float:
 def pliny_runner(checkpoint: str, fsync: str = "every_event") -> Runner:
     async def run_pliny(base_url: str, n: int, work: Path) -> float:
         """Returns phase_started -> session_completed: the agents, the phase's checkpoint."""
-        from pliny.session.runner import RunOptions, execute
+        from pliny.lifecycle.runner import RunOptions, execute
 
         marks: dict[str, float] = {}
         outcome = await execute(RunOptions(

@@ -50,7 +50,7 @@ NO_DURABILITY = {"execution": {"checkpoint": "none"}, "audit": {"fsync": "none"}
 async def pliny_phase(base_url: str, n: int, work: Path,
                       extra: dict[str, Any] | None = None) -> dict[str, float]:  # fmt: skip
     """Phase wall (event timestamps) and the engine's own duration_ms, in seconds."""
-    from pliny.session.runner import RunOptions, execute
+    from pliny.lifecycle.runner import RunOptions, execute
 
     seen: dict[str, Any] = {}
     overrides: dict[str, Any] = {"execution": {"max_concurrency": max(16, n)}}

@@ -18,7 +18,7 @@ from typing import Any
 
 from pliny.events import Event
 from pliny.framework.model import Framework, load
-from pliny.session.runner import Outcome, RunOptions, execute
+from pliny.lifecycle.runner import Outcome, RunOptions, execute
 
 Callback = Callable[[Event], None]
 _HOOKS = {

@@ -2,7 +2,7 @@
 
 A test module runs it for one executor by importing these tests and
 defining an ``executor_name`` fixture (see ``test_executor_local.py``).
-Each test runs a real session through ``pliny.session.runner.execute``
+Each test runs a real session through ``pliny.lifecycle.runner.execute``
 against the fake OpenAI server, so the phase graph, routes, cycles, failure
 policy, budgets and resume are checked as a user sees them.
 """
@@ -22,7 +22,7 @@ from pliny.audit.writer import verify
 from pliny.config.settings import Settings
 from pliny.engine.executor import AgentTask, settings_digest
 from pliny.events import Event
-from pliny.session.runner import Outcome, RunOptions, execute
+from pliny.lifecycle.runner import Outcome, RunOptions, execute
 from tests.fakeserver import FakeServer
 
 __all__ = [

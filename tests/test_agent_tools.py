@@ -16,7 +16,7 @@ import pytest
 from pliny.engine.tools import Workspace, openai_tools
 from pliny.errors import ToolError
 from pliny.events import Event
-from pliny.session.runner import RunOptions, execute
+from pliny.lifecycle.runner import RunOptions, execute
 from tests.fakeserver import FakeServer, RecordedRequest
 
 CODE_AGENT = "You are a code investigator"  # rise: research-code (read tools)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pliny.session.runner import RunOptions, execute
+from pliny.lifecycle.runner import RunOptions, execute
 from tests.fakeserver import FakeServer
 
 CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
@@ -24,7 +24,7 @@ HEAVY = (
     "openai",
     "git",
     "pliny.engine.graph",
-    "pliny.session.runner",
+    "pliny.lifecycle.runner",
     "pliny.llm.gateway",
 )
 LOCATED = re.compile(r"^pliny: error: (?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<what>.+)$")

@@ -1,6 +1,6 @@
 """The engine end to end: real fake-OpenAI server, real openai client, real git.
 
-Each test runs ``pliny.session.runner.execute`` (or the public ``pliny.api``) in a
+Each test runs ``pliny.lifecycle.runner.execute`` (or the public ``pliny.api``) in a
 tmp_path workspace and checks what a user would see: statuses, files, git
 refs, the audit log, and what the server received.
 """
@@ -17,7 +17,7 @@ import pytest
 import pliny.api
 from pliny.audit.reader import read_events
 from pliny.events import Event
-from pliny.session.runner import Outcome, RunOptions, execute
+from pliny.lifecycle.runner import Outcome, RunOptions, execute
 from tests import fakeserver_payloads as P
 from tests.fakeserver import FakeServer, RecordedRequest
 

@@ -1,6 +1,6 @@
 """The fault matrix: every endpoint failure through the real engine path.
 
-Each case runs ``pliny.session.runner.execute`` on a one-phase, one-agent framework in
+Each case runs ``pliny.lifecycle.runner.execute`` on a one-phase, one-agent framework in
 a tmp_path workspace against the fake OpenAI server, with the network strategy
 ``max_retries: 2, initial_delay: 10 ms, jitter: false``. The agent first asks
 for a tool (a recorded turn), then its second turn meets the fault, so a
@@ -58,8 +58,8 @@ import pytest
 
 from pliny.audit.reader import read_events
 from pliny.events import Event
-from pliny.session.runner import Outcome, RunOptions, execute
-from pliny.session.store import SessionStore
+from pliny.lifecycle.runner import Outcome, RunOptions, execute
+from pliny.lifecycle.store import SessionStore
 from tests.fakeserver import FakeServer, RecordedRequest
 
 ROLE = "You are the solo worker"

@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"observe"},
     {"logs"},
-    {"session"},
+    {"lifecycle"},
     {"doctor"},
     {"api"},
     {"cli"},
@@ -115,8 +115,8 @@ def test_no_import_circles_between_modules() -> None:
 
 def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     # Guards the guard: the parser must find function-body imports too.
-    code = "def f():\n    from pliny.session.runner import execute\n"
+    code = "def f():\n    from pliny.lifecycle.runner import execute\n"
     tree = ast.parse(code)
     inner = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert [n.module for n in inner] == ["pliny.session.runner"]
-    assert RANK[unit("pliny.session.runner")] > RANK[unit("pliny.engine.graph")]
+    assert [n.module for n in inner] == ["pliny.lifecycle.runner"]
+    assert RANK[unit("pliny.lifecycle.runner")] > RANK[unit("pliny.engine.graph")]

@@ -35,7 +35,7 @@ from bench.crashkit import (
 )
 from pliny import api
 from pliny.framework.model import load
-from pliny.session.runner import RunOptions, execute
+from pliny.lifecycle.runner import RunOptions, execute
 from tests.fakeserver import FakeServer
 
 pytestmark = pytest.mark.timeout(90)

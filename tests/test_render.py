@@ -22,7 +22,7 @@ import pytest
 
 from pliny.framework.model import load
 from pliny.framework.render import COLORS, FILL
-from pliny.session.runner import RunOptions, execute
+from pliny.lifecycle.runner import RunOptions, execute
 from tests.fakeserver import FakeServer
 
 pytestmark = pytest.mark.timeout(90)

@@ -30,7 +30,7 @@ from bench.crashkit import (
     script,
     spawn,
 )
-from pliny.session.store import SessionState
+from pliny.lifecycle.store import SessionState
 from tests.fakeserver import FakeServer
 
 pytestmark = pytest.mark.timeout(120)

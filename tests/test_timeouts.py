@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pliny.events import Event
-from pliny.session.store import SessionStore
+from pliny.lifecycle.store import SessionStore
 from tests.fakeserver import FakeServer
 from tests.test_faults import run, settings, solo_framework
 

@@ -18,7 +18,7 @@ import pytest
 
 from pliny import events as ev
 from pliny.audit.log import AuditLog
-from pliny.session.store import SessionStore
+from pliny.lifecycle.store import SessionStore
 
 SID = "demo"
 ENTRY = (
@@ -150,7 +150,8 @@ def test_finished_session_prints_the_final_table_once(ws: Path) -> None:
 
 def test_exits_when_the_running_process_disappears(ws: Path) -> None:
     holder_code = (
-        "import sys, time; from pathlib import Path; from pliny.session.store import SessionStore\n"
+        "import sys, time; from pathlib import Path\n"
+        "from pliny.lifecycle.store import SessionStore\n"
         "with SessionStore(Path(sys.argv[1])).lock('demo'):\n"
         "    print('locked', flush=True); time.sleep(120)\n"
     )

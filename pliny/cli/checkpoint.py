@@ -13,7 +13,7 @@ app = typer.Typer(no_args_is_help=True, help="Named git checkpoints of a session
 
 def _store(workspace: Path, session_id: str | None):  # noqa: ANN202
     from pliny.checkpoints.store import CheckpointStore
-    from pliny.session.store import SessionStore
+    from pliny.lifecycle.store import SessionStore
 
     sessions = SessionStore(workspace)
     state = sessions.resolve(session_id)
@@ -84,6 +84,6 @@ def rollback(
     """Restore the workspace files and the session state to a checkpoint."""
     import asyncio
 
-    from pliny.session.rollback import rollback_session
+    from pliny.lifecycle.rollback import rollback_session
 
     typer.echo(asyncio.run(rollback_session(workspace_path(workspace), session, name, force)))

@@ -34,8 +34,8 @@ def metrics(
     from pliny.audit.log import existing_log, read_events
     from pliny.config.settings import load_settings
     from pliny.errors import UsageError
+    from pliny.lifecycle.store import SessionStore
     from pliny.observe.metrics import Metrics
-    from pliny.session.store import SessionStore
 
     ws = workspace_path(workspace)
     sid = session_id or SessionStore(ws).current()

@@ -90,7 +90,7 @@ def _duration(flag: str, value: str | None) -> float | None:
 
 def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
     """Prepare, run with the live view, print the summary; returns the exit code."""
-    from pliny.session import runner
+    from pliny.lifecycle import runner
     opts = runner.RunOptions(workspace=workspace, **options)
     server = None
     if opts.metrics_port is not None:  # bind first: a busy port is bad input, nothing written
@@ -110,8 +110,8 @@ def _run_prepared(opts: Any, json_out: bool) -> int:
     import asyncio
 
     from pliny.audit.log import log_path
+    from pliny.lifecycle import runner
     from pliny.observe.progress import Progress
-    from pliny.session import runner
 
     workspace = opts.workspace
     settings, store, state, framework = runner.prepare(opts)  # bad input fails here, untouched
@@ -135,7 +135,7 @@ async def _main(opts: Any, prepared: tuple[Any, ...]) -> Any:
     import asyncio
     import signal
 
-    from pliny.session import runner
+    from pliny.lifecycle import runner
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:

@@ -19,8 +19,8 @@ def start(
 ) -> None:
     """Create a session and make it the current one; prints its id."""
     from pliny.config.settings import load_settings
-    from pliny.session.store import SessionStore
-    from pliny.session.views import apply_retention
+    from pliny.lifecycle.store import SessionStore
+    from pliny.lifecycle.views import apply_retention
 
     ws = workspace_path(workspace)
     apply_retention(ws, load_settings(ws))
@@ -34,8 +34,8 @@ def list_(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Sessions in this workspace, oldest first."""
-    from pliny.session.store import SessionStore, dump
-    from pliny.session.views import age
+    from pliny.lifecycle.store import SessionStore, dump
+    from pliny.lifecycle.views import age
 
     store = SessionStore(workspace_path(workspace))
     sessions = store.list()
@@ -68,7 +68,7 @@ def show(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """A snapshot of the session's state; never advances anything."""
-    from pliny.session.views import snapshot
+    from pliny.lifecycle.views import snapshot
 
     typer.echo(snapshot(workspace_path(workspace), session_id, "json" if json_out else fmt))
 
@@ -82,7 +82,7 @@ def resume(
     """Continue a crashed, failed, paused or cancelled session."""
     from pliny.cli.run import run_session
     from pliny.errors import UsageError
-    from pliny.session.store import SessionStore
+    from pliny.lifecycle.store import SessionStore
 
     ws = workspace_path(workspace)
     state = SessionStore(ws).resolve(session_id)
@@ -101,7 +101,7 @@ def cancel(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Stop a running session from another terminal (it ends `cancelled`, resumable)."""
-    from pliny.session.views import cancel_running
+    from pliny.lifecycle.views import cancel_running
 
     typer.echo(cancel_running(workspace_path(workspace), session_id))
 
@@ -113,7 +113,7 @@ def rm(
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Remove a session's state and journal (its audit log is kept)."""
-    from pliny.session.views import remove
+    from pliny.lifecycle.views import remove
 
     typer.echo(remove(workspace_path(workspace), session_id, refs))
 
@@ -132,7 +132,7 @@ def clean(
     """Remove completed sessions (audit logs are kept)."""
     from pliny.config.settings import parse_duration
     from pliny.errors import UsageError
-    from pliny.session.views import clean as do_clean
+    from pliny.lifecycle.views import clean as do_clean
 
     try:
         age = parse_duration(older_than)

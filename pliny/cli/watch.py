@@ -63,7 +63,7 @@ class _Target:
         from pliny.audit.log import log_path
         from pliny.config.settings import load_settings
         from pliny.errors import UsageError
-        from pliny.session.store import SessionStore
+        from pliny.lifecycle.store import SessionStore
 
         store = SessionStore(workspace)
         sid = session_id or store.current()
@@ -83,7 +83,7 @@ class _Target:
         """Whether the process that holds the session still exists (no lock taken)."""
         import psutil
 
-        from pliny.session.store import SessionStore
+        from pliny.lifecycle.store import SessionStore
 
         owner = SessionStore(self.workspace).lock(self.sid).owner()
         if not owner.isdigit():

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pliny.errors import UsageError
-from pliny.session.store import SessionState, SessionStore
+from pliny.lifecycle.store import SessionState, SessionStore
 
 
 def age(iso: str) -> str:

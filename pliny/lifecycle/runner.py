@@ -35,8 +35,8 @@ from pliny.events import (
     SessionStarted,
 )
 from pliny.framework import model as fwmod
-from pliny.session import assembly as wiring
-from pliny.session.store import SessionState, SessionStore
+from pliny.lifecycle import assembly as wiring
+from pliny.lifecycle.store import SessionState, SessionStore
 
 
 @dataclass
@@ -124,7 +124,7 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
     if settings.execution.checkpoint != "none":
         _check_git(opts.workspace)
     if state is None:
-        from pliny.session.views import apply_retention
+        from pliny.lifecycle.views import apply_retention
 
         apply_retention(opts.workspace, settings)
         # Written whole, as a run in progress: if this process dies before the run
@@ -186,11 +186,11 @@ async def execute(opts: RunOptions, prepared: tuple[Any, ...] | None = None) -> 
                 state.status = previous
             forget = None
             if not (opts.rerun or opts.from_phase) and state.status == "failed":
-                from pliny.session.rollback import failed_agents_of_stuck_phase
+                from pliny.lifecycle.rollback import failed_agents_of_stuck_phase
 
                 opts.rerun, forget = await failed_agents_of_stuck_phase(store, state, framework)
             if opts.rerun or opts.from_phase:
-                from pliny.session.rollback import prepare_from_phase, prepare_rerun
+                from pliny.lifecycle.rollback import prepare_from_phase, prepare_rerun
 
                 if opts.from_phase:
                     await prepare_from_phase(store, state, framework, opts.from_phase)

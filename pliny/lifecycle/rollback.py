@@ -14,7 +14,7 @@ from typing import Any
 
 from pliny.atomicfile import atomic_write
 from pliny.errors import UsageError
-from pliny.session.store import SessionState, SessionStore
+from pliny.lifecycle.store import SessionState, SessionStore
 
 
 async def _history(store: SessionStore, state: SessionState) -> list[Any]:

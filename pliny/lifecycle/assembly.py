@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from pliny.config.settings import Settings
 from pliny.engine.tools import Workspace
 from pliny.events import Event, EventBus
-from pliny.session.store import SessionState, SessionStore
+from pliny.lifecycle.store import SessionState, SessionStore
 
 if TYPE_CHECKING:
     from pliny.framework import model as fwmod
-    from pliny.session.runner import RunOptions
+    from pliny.lifecycle.runner import RunOptions
 
 
 @dataclass

@@ -1,1 +1,0 @@
-"""Sessions: options, the runner (lifecycle), run assembly, the store, views, rollback."""
