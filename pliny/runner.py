@@ -36,7 +36,6 @@ from pliny.events import (
     SessionStarted,
 )
 from pliny.session import SessionState, SessionStore
-from pliny.tools import Workspace
 
 
 @dataclass
@@ -58,6 +57,7 @@ class RunOptions:
     until_phase: str | None = None  # stop (status paused) after this phase completes
     timeout: float | None = None  # this run only (`--timeout`); not saved for resumes
     metrics: Any = None  # a pliny.metrics.Metrics already serving (bound before prepare)
+    allow_alert_commands: bool = False  # run alert commands from the workspace pliny.yaml
 
 
 @dataclass
@@ -312,10 +312,14 @@ async def _run_engine(
     from pliny.journal import Journal
 
     session_dir = store.dir(state.id)
-    workspace = Workspace(opts.workspace, protected=(".git", ".pliny", settings.audit.dir))
+    workspace = wiring.build_workspace(opts, settings, state.framework)
     wiring.attach_listeners(opts, settings, state, bus, workspace, history)
     if settings.alerts:
-        await wiring.start_alerts(settings, state, bus, stack, history)
+        from pliny.alerts import commands_trusted
+
+        env = opts.env if opts.env is not None else os.environ
+        trusted = commands_trusted(opts.config_path, opts.allow_alert_commands, env)
+        await wiring.start_alerts(settings, state, bus, stack, history, trusted)
     gateway = await wiring.gateway(opts, settings, state, bus, session_dir, stack, history)
     run = AgentRun(
         framework,
