@@ -45,6 +45,11 @@ def execute(
         None, "--from-phase", help="Re-run from this phase, reusing earlier results."
     ),
     until_phase: str = typer.Option(None, "--until-phase", help="Stop (paused) after this phase."),
+    allow_alert_commands: bool = typer.Option(
+        False,
+        "--allow-alert-commands",
+        help="Run alert commands from the workspace pliny.yaml (env PLINY_ALLOW_ALERT_COMMANDS=1).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
     workspace: Path = WorkspaceOpt,
 ) -> None:
@@ -71,6 +76,7 @@ def execute(
         from_phase=from_phase,
         until_phase=until_phase,
         timeout=session_timeout,
+        allow_alert_commands=allow_alert_commands,
     )
     raise typer.Exit(code)
 

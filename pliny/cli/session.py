@@ -77,6 +77,9 @@ def show(
 def resume(
     session_id: str = typer.Argument(None, help="Session id (default: current)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+    allow_alert_commands: bool = typer.Option(
+        False, "--allow-alert-commands", help="Run alert commands from the workspace pliny.yaml."
+    ),
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Continue a crashed, failed, paused or cancelled session."""
@@ -92,7 +95,8 @@ def resume(
         raise UsageError(
             f"session {state.id!r} never ran: use `pliny execute --session {state.id}`"
         )
-    raise typer.Exit(run_session(ws, json_out, session_id=state.id))
+    code = run_session(ws, json_out, session_id=state.id, allow_alert_commands=allow_alert_commands)
+    raise typer.Exit(code)
 
 
 @app.command("cancel")

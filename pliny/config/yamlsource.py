@@ -48,6 +48,13 @@ class Sourced:
 # libyaml's parser when available (~15x faster; same nodes and marks).
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# Hostile input (billion laughs: aliases of aliases) composes to a small node
+# graph that expands exponentially when converted. Configs and frameworks are
+# small: cap the file, and the nodes aliases may add beyond the document's own.
+MAX_FILE_BYTES = 1 << 20
+MAX_ALIAS_NODES = 100_000
+MAX_DEPTH = 200
+
 
 def _mark(node: yaml.Node, file: str) -> Mark:
     return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -95,6 +102,7 @@ def load_text(text: str, file: str) -> Sourced:
     marks: dict[Loc, Mark] = {}
     if node is None:
         return Sourced({}, {(): Mark(file, 1, 1)})
+    _check_expansion(node, file)
     try:
         return Sourced(_convert(node, file, (), marks, yaml.SafeLoader("")), marks)
     except yaml.MarkedYAMLError as exc:
@@ -103,9 +111,46 @@ def load_text(text: str, file: str) -> Sourced:
         raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
 
 
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    """Refuse recursive aliases, deep nesting and alias expansion past the bounds.
+
+    Counts the nodes conversion would visit (memoised per node, so linear in
+    the composed graph) before anything is expanded.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{_mark(node, file)}: recursive alias (refused)")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{_mark(node, file)}: nested deeper than {MAX_DEPTH} levels")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, depth + 1) for item in node.value)
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    expanded = size(root, 0)
+    if expanded - len(sizes) > MAX_ALIAS_NODES:
+        raise ConfigError(f"{_mark(root, file)}: aliases expand to {expanded:,} nodes, "
+                          f"more than {MAX_ALIAS_NODES:,} allowed (YAML bomb?)")  # fmt: skip
+
+
 def load_file(path: Path) -> Sourced:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB (refused)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

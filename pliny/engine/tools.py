@@ -1,9 +1,16 @@
 """Workspace file tools the agents may call.
 
 Every path is resolved inside the workspace; ``..``, absolute paths,
-symlinks that point out, and anything under ``.git``, ``.pliny`` or the
-audit directory are refused with a message the model sees (a ToolError),
-never an exception that kills the run.
+symlinks that point out, and anything under ``.git`` (at any depth),
+``.pliny`` or the audit directory (nested too, e.g. ``var/audit``) are
+refused with a message the model sees (a ToolError), never an exception
+that kills the run. Pliny's own config files (``readonly``: ``pliny.yaml``,
+the ``--config`` file, the framework in use) may be read, never written:
+a rewritten config could make the next run execute commands.
+
+Guarded paths are compared after ``resolve()`` (symlinks) and casefolded (a
+case-insensitive filesystem must not let ``PLINY.YAML`` through), and a
+read-only file is also matched by inode (hard links).
 """
 
 from __future__ import annotations
@@ -34,10 +41,28 @@ class ToolResult:
     written: str | None = None  # workspace-relative path of a file written
 
 
+def _key(path: Path) -> str:
+    return str(path).casefold()
+
+
+def _under(key: str, base: str) -> bool:
+    return key == base or key.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one does not exist (yet)
+        return False
+
+
 @dataclass
 class Workspace:
     root: Path
-    protected: tuple[str, ...] = PROTECTED
+    # Dirs never read or written: workspace-relative (nested is fine) or absolute.
+    protected: tuple[str | Path, ...] = PROTECTED
+    # Files that may be read but never written: Pliny's own configuration.
+    readonly: tuple[str | Path, ...] = ()
     on_write: list[WriteHook] = field(default_factory=list)
     before_write: list[Callable[[str], None]] = field(default_factory=list)
 
@@ -55,13 +80,38 @@ class Workspace:
         if target != root and root not in target.parents:
             raise ToolError(f"{path}: resolves outside the workspace", code="PLINY-TOOL-ESCAPE")
         rel = target.relative_to(root).as_posix() if target != root else "."
-        parts = rel.split("/")
-        if parts[0] in self.protected or ".git" in parts:  # nested repos: hooks run code
-            name = parts[0] if parts[0] in self.protected else ".git"
+        if ".git" in rel.casefold().split("/"):  # nested repos too: hooks run code
+            raise ToolError(f"{path}: .git/ is off limits", code="PLINY-TOOL-PROTECTED")
+        if (name := self.protected_dir(target)) is not None:
             raise ToolError(f"{path}: {name}/ is off limits", code="PLINY-TOOL-PROTECTED")
         if for_write and (target == root or target.is_dir()):
             raise ToolError(f"{path}: is a directory", code="PLINY-TOOL-BAD-PATH")
+        if for_write and self.is_readonly(target):
+            raise ToolError(f"{path}: Pliny's configuration is read-only for agents",
+                            code="PLINY-TOOL-PROTECTED")  # fmt: skip
         return target, rel
+
+    def _guarded(self, entries: tuple[str | Path, ...]) -> list[tuple[str | Path, Path]]:
+        root = self.root.resolve()
+        return [(entry, (root / entry).resolve()) for entry in entries]
+
+    def protected_dir(self, target: Path) -> str | None:
+        """The protected entry ``target`` (resolved) is in or is, else None."""
+        key = _key(target)
+        for entry, base in self._guarded(self.protected):
+            if _under(key, _key(base)):
+                return str(entry)
+        return None
+
+    def _listable(self, directory: Path) -> bool:
+        if directory.name.casefold() == ".git":
+            return False
+        return self.protected_dir(directory.resolve()) is None
+
+    def is_readonly(self, target: Path) -> bool:
+        key = _key(target)
+        return any(key == _key(file) or _same_file(target, file)
+                   for _, file in self._guarded(self.readonly))  # fmt: skip
 
     # -- the tools ---------------------------------------------------------
     def list_files(self, path: str = ".", pattern: str = "*") -> str:
@@ -72,9 +122,7 @@ class Workspace:
         found: list[str] = []
         for dirpath, dirnames, filenames in os.walk(base):
             rel_dir = Path(dirpath).relative_to(root).as_posix()
-            dirnames[:] = sorted(
-                d for d in dirnames if not (rel_dir == "." and d in self.protected)
-            )
+            dirnames[:] = sorted(d for d in dirnames if self._listable(Path(dirpath, d)))
             for name in sorted(filenames):
                 rel = f"{rel_dir}/{name}" if rel_dir != "." else name
                 if fnmatch.fnmatch(name, pattern):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pliny.config.settings import Settings
+from pliny.config.settings import WORKSPACE_CONFIG, Settings
 from pliny.engine.tools import Workspace
-from pliny.events import Event, EventBus
+from pliny.events import Event, EventBus, Warning_
 from pliny.lifecycle.store import SessionState, SessionStore
 
 if TYPE_CHECKING:
@@ -35,6 +35,20 @@ class PhaseTracker:
         if event.type == "phase_started" and event.phase != self.state.phase:
             self.state.phase = event.phase
             self.store.save(self.state)
+
+
+def build_workspace(opts: RunOptions, settings: Settings, framework: str | None) -> Workspace:
+    """The agents' file tools: Pliny's state and audit log off limits, its config read-only."""
+    from pliny.framework import model as fwmod
+    from pliny.lifecycle.store import STATE_DIR
+
+    readonly: list[str | Path] = [WORKSPACE_CONFIG]
+    if opts.config_path is not None:  # relative to the cwd, as load_settings read it
+        readonly.append(Path(opts.config_path).resolve())
+    if framework:
+        readonly.append(fwmod.resolve(framework).resolve())
+    return Workspace(opts.workspace, protected=(".git", STATE_DIR, settings.audit.dir),
+                     readonly=tuple(readonly))  # fmt: skip
 
 
 def attach_listeners(
@@ -119,12 +133,19 @@ async def start_alerts(
     bus: EventBus,
     stack: AsyncExitStack,
     history: list[Event],
+    trusted: bool,
 ) -> None:
+    """Start the alert monitor; commands only from a ``trusted`` config (see alerts.py)."""
     import contextlib
 
-    from pliny.observe.alerts import AlertMonitor, watch_loop
+    from pliny.observe.alerts import AlertMonitor, watch_loop, without_commands
 
-    monitor = AlertMonitor(settings.alerts, emit=bus.emit, session=state.id)
+    rules = settings.alerts
+    if not trusted:
+        rules, warning = without_commands(rules)
+        if warning:
+            bus.emit(Warning_(message=warning))
+    monitor = AlertMonitor(rules, emit=bus.emit, session=state.id)
     monitor.prime(history)
     bus.subscribe(monitor)
     ticker = asyncio.create_task(watch_loop(monitor, 1.0))  # phases that hang emit nothing

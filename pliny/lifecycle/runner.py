@@ -21,7 +21,6 @@ from loguru import logger
 
 from pliny.config.settings import Settings, load_settings
 from pliny.engine.agent import AgentRun
-from pliny.engine.tools import Workspace
 from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
 from pliny.events import (
     CrashDetected,
@@ -59,6 +58,7 @@ class RunOptions:
     timeout: float | None = None  # this run only (`--timeout`); not saved for resumes
     metrics: Any = None  # a pliny.observe.metrics.Metrics already serving (bound before prepare)
     executor: str = "local"  # where agents run (pliny.engine.executor.EXECUTORS)
+    allow_alert_commands: bool = False  # run alert commands from the workspace pliny.yaml
 
 
 @dataclass
@@ -317,10 +317,14 @@ async def _run_engine(
     from pliny.llm.journal import Journal
 
     session_dir = store.dir(state.id)
-    workspace = Workspace(opts.workspace, protected=(".git", ".pliny", settings.audit.dir))
+    workspace = wiring.build_workspace(opts, settings, state.framework)
     wiring.attach_listeners(opts, settings, state, bus, workspace, history)
     if settings.alerts:
-        await wiring.start_alerts(settings, state, bus, stack, history)
+        from pliny.observe.alerts import commands_trusted
+
+        env = opts.env if opts.env is not None else os.environ
+        trusted = commands_trusted(opts.config_path, opts.allow_alert_commands, env)
+        await wiring.start_alerts(settings, state, bus, stack, history, trusted)
     gateway = await wiring.gateway(opts, settings, state, bus, session_dir, stack, history)
     run = AgentRun(
         framework,

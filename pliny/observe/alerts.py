@@ -29,6 +29,12 @@ session's final event (completed, failed, cancelled, paused): readers that
 follow the log stop there. ``prime(events)`` folds the session's earlier
 runs (resume) without firing; a rule already fired in the log stays quiet
 until its condition clears.
+
+Trust: a rule's ``command`` runs only when the config is one the user named
+(``--config PATH``) or the user opted in (``--allow-alert-commands`` or
+``PLINY_ALLOW_ALERT_COMMANDS=1``). A workspace ``pliny.yaml`` arrives with
+the repository (or from whoever could write there): its commands are dropped
+with one warning, and its alerts still fire (event, log line).
 """
 
 from __future__ import annotations
@@ -41,14 +47,14 @@ import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
 
 from pliny.audit.reader import TERMINAL
-from pliny.config.settings import AlertRule
+from pliny.config.settings import WORKSPACE_CONFIG, AlertRule
 from pliny.errors import ConfigError
 from pliny.events import Alert, Event, Warning_
 
@@ -59,6 +65,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "eq": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12),
 }  # fmt: skip
 SYMBOLS = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<=", "eq": "=="}
+ALLOW_ENV = "PLINY_ALLOW_ALERT_COMMANDS"
 RunCommand = Callable[[list[str], dict[str, str]], subprocess.Popen[bytes] | None]
 
 
@@ -80,6 +87,24 @@ def validate_rules(rules: Sequence[AlertRule]) -> None:
                 raise ConfigError(f"{where}: command: {exc}") from None
             if not argv:
                 raise ConfigError(f"{where}: command is empty")
+
+
+def commands_trusted(config_path: object, allow: bool, env: Mapping[str, str]) -> bool:
+    """Whether alert commands may run (see "Trust" in the module docstring)."""
+    opted_in = env.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes")
+    return allow or opted_in or config_path is not None
+
+
+def without_commands(rules: Sequence[AlertRule]) -> tuple[list[AlertRule], str | None]:
+    """The rules with their commands removed, and the one-line warning (None if none had one)."""
+    dropped = [rule_name(rule) for rule in rules if rule.command]
+    if not dropped:
+        return list(rules), None
+    message = (f"{WORKSPACE_CONFIG}: not running the command of alert {', '.join(dropped)}: "
+               f"commands from the workspace config need --allow-alert-commands "
+               f"or {ALLOW_ENV}=1")  # fmt: skip
+    logger.warning(message)
+    return [rule.model_copy(update={"command": None}) for rule in rules], message
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
