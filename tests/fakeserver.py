@@ -10,9 +10,12 @@ Starlette + uvicorn in a background thread (or a standalone process):
 Rules are tried in order; the first that matches and has uses left decides the answer,
 otherwise the deterministic `default_reply` is sent. Faults look like a real server's:
 OpenAI error bodies, a hang, an aborted TCP connection, a non-JSON body, a cut stream.
+`structured="exact"` answers response_format to the letter (json_schema: the minimal
+valid instance, json_object: `{}`); `structured="no_json_schema"` 400s json_schema like
+servers without structured outputs.
 
-Standalone: `python -m tests.fakeserver --port 0 [--latency-ms X] [--no-usage]` prints
-the URL (without /v1) on stdout line 1 and serves until killed.
+Standalone: `python -m tests.fakeserver --port 0 [--latency-ms X] [--no-usage]
+[--structured MODE]` prints the URL (without /v1) on stdout line 1 and serves until killed.
 """
 
 from __future__ import annotations
@@ -87,11 +90,17 @@ class FakeServer:
 
     def __init__(self, *, latency_ms: float = 0.0, usage: bool = True, cached_tokens: int = 0,
                  models: tuple[str, ...] = ("fake-model",), api_key: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 structured: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        if structured is not None and structured not in P.STRUCTURED_MODES:
+            raise ValueError(f"structured must be one of {P.STRUCTURED_MODES}, got {structured!r}")
         self._defaults = {"latency_ms": latency_ms, "usage": usage, "cached_tokens": cached_tokens,
-                          "models": models, "api_key": api_key}  # api_key set: others get 401
+                          "models": models, "api_key": api_key,  # api_key set: others get 401
+                          "structured": structured}
         self.latency_ms, self.usage, self.cached_tokens = latency_ms, usage, cached_tokens
         self.models, self.api_key = models, api_key
+        # How unscripted answers honour response_format (see P.structured_reply):
+        # None: ignored; "exact": minimal instance / {}; "no_json_schema": 400 on json_schema.
+        self.structured = structured
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only when the protocol
         # is TCP, and without it each repeat request on a connection waits ~40 ms.
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -277,6 +286,10 @@ class FakeServer:
             return self._error(rec, 401, {})
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return self._error(rec, 400, {}, message="'messages' is a required property")
+        if self.structured == "no_json_schema" and P.format_type(body) == "json_schema":
+            rec.outcome = "status:400"
+            return JSONResponse(P.json_schema_rejected(), status_code=400,
+                                headers=self._headers(rec, "application/json"))
         rule = rec.rule = self._pick(body)
         latency = rule.latency_ms if rule and rule.latency_ms is not None else self.latency_ms
         if rule and rule.fault == "hang":
@@ -305,7 +318,9 @@ class FakeServer:
                  rule: Rule | None) -> tuple[dict[str, Any], str]:
         """The assistant message and its finish_reason."""
         if rule is None:
-            return {"role": "assistant", "content": P.default_reply(body), "refusal": None}, "stop"
+            text = P.structured_reply(body, self.structured) if self.structured else None
+            text = P.default_reply(body) if text is None else text
+            return {"role": "assistant", "content": text, "refusal": None}, "stop"
         rid = f"chatcmpl-fake{rec.id}"
         calls = P.tool_call_objects(rule.tool_calls, rid) if rule.tool_calls else None
         text = rule.reply(body) if callable(rule.reply) else rule.reply
@@ -363,9 +378,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--cached-tokens", type=int, default=0)
     ap.add_argument("--no-usage", action="store_true")
+    ap.add_argument("--structured", choices=P.STRUCTURED_MODES, default=None)
     args = ap.parse_args(argv)
     server = FakeServer(latency_ms=args.latency_ms, usage=not args.no_usage,
-                        cached_tokens=args.cached_tokens, host=args.host, port=args.port)
+                        cached_tokens=args.cached_tokens, structured=args.structured,
+                        host=args.host, port=args.port)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with server:

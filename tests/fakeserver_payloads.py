@@ -11,6 +11,11 @@ import json
 import time
 from typing import Any
 
+try:  # importable as tests.fakeserver_payloads and from inside tests/
+    from tests.minimal_instance import minimal_instance
+except ImportError:  # pragma: no cover
+    from minimal_instance import minimal_instance  # type: ignore[no-redef]
+
 # Defaults per HTTP status: (error type, error code, message), shaped like OpenAI's.
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
@@ -171,3 +176,51 @@ def error_body(status: int, body: dict[str, Any], code: str | None = None,
                        "have access to it.")
     return {"error": {"message": message or default_msg, "type": kind, "code": code,
                       "param": param}}
+
+
+# -- response_format as a strict server honours it (FakeServer(structured=...)) -----------
+STRUCTURED_MODES = ("exact", "no_json_schema")
+JSON_SCHEMA_REJECTED = ("Invalid parameter: 'response_format' of type 'json_schema' is not "
+                        "supported with this model.")
+
+
+def format_type(body: dict[str, Any]) -> str | None:
+    """response_format.type of a request ("json_schema", "json_object", ...), or None."""
+    fmt = body.get("response_format")
+    return fmt.get("type") if isinstance(fmt, dict) else None
+
+
+def json_schema_rejected() -> dict[str, Any]:
+    """The 400 body of a server without structured outputs (OpenAI's wording)."""
+    return {"error": {"message": JSON_SCHEMA_REJECTED, "type": "invalid_request_error",
+                      "code": None, "param": "response_format"}}
+
+
+def schema_in_prompt(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The last line of the system prompt that is a JSON Schema object, if any."""
+    found = None
+    for line in system_prompt(body).splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "type" in value:
+            found = value
+    return found
+
+
+def structured_reply(body: dict[str, Any], mode: str) -> str | None:
+    """The content a strict JSON-mode server sends, or None when the request asks no JSON.
+
+    "exact": json_schema -> the minimal valid instance of that schema, json_object -> {}
+    (a server that constrains to "some JSON object" and nothing more).
+    "no_json_schema" (json_schema is rejected before this): json_object -> the minimal
+    instance of the schema written in the prompt, like a model that reads its instructions.
+    """
+    kind = format_type(body)
+    if kind == "json_schema":
+        return json.dumps(minimal_instance(body["response_format"]["json_schema"]["schema"]))
+    if kind == "json_object":
+        schema = schema_in_prompt(body) if mode == "no_json_schema" else None
+        return json.dumps(minimal_instance(schema) if schema else {})
+    return None

@@ -19,7 +19,7 @@ from loguru import logger
 
 from pliny.errors import AIError
 from pliny.events import Error, EventBus, LLMCall, LLMQueued
-from pliny.llm import tokens
+from pliny.llm import structured, tokens
 from pliny.llm.classify import Code, bad_response, classify
 from pliny.llm.journal import Journal, request_hash
 from pliny.llm.retry import ModelChain, RetryInfo, call_with_retry, strategies_for_chain
@@ -126,6 +126,7 @@ class LLMGateway:
             for lim in (b, *b.phases.values(), *b.agents.values())
         )
         self._waiting = 0
+        self._json_mode_only = False  # the endpoint rejected json_schema: for the rest of the run
 
     async def close(self) -> None:
         await self.client.close()
@@ -144,7 +145,7 @@ class LLMGateway:
         """One model turn; AI errors move along the fallback model chain."""
         chain = ModelChain.of(model or self.endpoint.model, self.settings.llm.fallback_models)
         request = self._request(
-            chain.current, messages, temperature, max_tokens, tools, json_schema
+            chain.current, messages, temperature, max_tokens, tools, json_schema, ctx.agent
         )
         return await self._call(ctx, request, chain)
 
@@ -156,6 +157,7 @@ class LLMGateway:
         max_tokens: int | None,
         tools: list[dict[str, Any]] | None,
         json_schema: dict[str, Any] | None,
+        schema_name: str = "output",
     ) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": model,
@@ -167,14 +169,44 @@ class LLMGateway:
         }
         if tools:
             request["tools"] = tools
-        if json_schema is not None:
-            # JSON mode everywhere; llama.cpp also takes the schema and turns it
-            # into a grammar, which is what lets a tiny local model answer validly.
-            fmt: dict[str, Any] = {"type": "json_object"}
-            if self.endpoint.kind == "local":
-                fmt["schema"] = json_schema
-            request["response_format"] = fmt
+        if json_schema is not None and self.endpoint.kind == "local":
+            # llama.cpp turns the schema into a grammar, which is what lets a
+            # tiny local model answer validly.
+            request["response_format"] = {"type": "json_object", "schema": json_schema}
+        elif json_schema is not None:
+            # Always built as json_schema, even once the endpoint fell back to JSON
+            # mode: the journal key must not depend on what this run has learnt.
+            request["response_format"] = structured.json_schema_format(json_schema, schema_name)
         return request
+
+    async def _create(self, ctx: CallContext, request: dict[str, Any], model: str) -> Any:
+        """One HTTP request; json_schema becomes JSON mode where the endpoint rejects it."""
+        if self._json_mode_only:
+            request = structured.json_mode(request)
+        try:
+            return await self.client.chat.completions.create(**{**request, "model": model})
+        except Exception as exc:
+            if not structured.rejects_json_schema(exc, request):
+                raise
+            self._fall_back_to_json_mode(ctx, exc)
+        # Not a retry: the 400 was free and says nothing about the endpoint's health.
+        return await self.client.chat.completions.create(
+            **{**structured.json_mode(request), "model": model}
+        )
+
+    def _fall_back_to_json_mode(self, ctx: CallContext, exc: Exception) -> None:
+        if self._json_mode_only:  # a parallel agent got there first
+            return
+        self._json_mode_only = True
+        from pliny.events import Warning_
+
+        message = (
+            f"{self.host} does not accept response_format json_schema "
+            f"({classify(exc).message}); using json_object with the schema in the prompt "
+            "for the rest of the run"
+        )
+        logger.warning("{}/{}: {}", ctx.phase, ctx.agent, message)
+        self.bus.emit(Warning_(phase=ctx.phase, agent=ctx.agent, message=message))
 
     async def _call(self, ctx: CallContext, request: dict[str, Any], chain: ModelChain) -> Reply:
         rhash = request_hash(request)
@@ -241,9 +273,7 @@ class LLMGateway:
                 breaker.before_call()  # open circuit: fails fast, retried after it closes
             started = time.perf_counter()
             try:
-                completion = await self.client.chat.completions.create(
-                    **{**request, "model": chain.current}
-                )
+                completion = await self._create(ctx, request, chain.current)
                 if not hasattr(completion, "choices"):  # the SDK returns a str for non-JSON
                     raise bad_response(self.host, completion)
                 data = normalize(completion)
