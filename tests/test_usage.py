@@ -101,6 +101,7 @@ def _cli_json(ws: Path, server: FakeServer, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow  # two or three real CLI runs (~12 s)
 def test_every_view_agrees_with_the_server_after_a_failed_run_is_resumed(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:
@@ -145,6 +146,7 @@ def test_every_view_agrees_with_the_server_after_a_failed_run_is_resumed(
     assert f"session: {first_run - 1 + sent} calls, {served:,} tokens" in line, line
 
 
+@pytest.mark.slow  # two or three real CLI runs (~12 s)
 def test_an_unpriced_model_reads_unpriced_everywhere(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:
