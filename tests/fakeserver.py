@@ -350,11 +350,13 @@ class FakeServer:
         if body.get("stream"):
             frames = P.sse(P.stream_chunks(body, rid, msg, finish, usage), done=not cut)
             frames = frames[: max(2, len(frames) // 2)] if cut else frames
+            rec.usage = None if cut else usage
             return _Raw(frames, headers=self._headers(rec, "text/event-stream"),
                         abort=fault == "truncated_stream")
         data = json.dumps(P.chat_completion(body, rid, msg, finish, usage)).encode()
         headers = self._headers(rec, "application/json")
         if not cut:
+            rec.usage = usage  # served: the tokens a real provider would bill
             return Response(data, headers=headers)
         if fault == "truncated_stream":  # promise the full length, cut the socket halfway
             headers["content-length"] = str(len(data))

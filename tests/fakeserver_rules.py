@@ -71,6 +71,7 @@ class RecordedRequest:
     raw: bytes
     rule: Rule | None = None
     outcome: str = ""  # "reply", "status:429", "hang", "drop", ...
+    usage: dict[str, Any] | None = None  # the usage block of a reply delivered whole
 
     @property
     def api_key(self) -> str | None:

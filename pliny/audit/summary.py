@@ -1,9 +1,8 @@
 """Session summary computed from audit events (what ``pliny audit summary`` shows).
 
-Replayed and cache-hit calls are counted apart and add no tokens or cost:
-the call that first got the answer is already in the log. Unpriced calls
-(cost null) add no cost and are counted in ``unpriced_calls`` so a total is
-never silently too low.
+Calls, tokens and cost follow ``pliny.usage`` (the fold every view shares):
+replayed and cache-hit calls are counted apart and add no tokens or cost;
+unpriced calls (cost null) add no cost and are counted in ``unpriced_calls``.
 """
 
 from __future__ import annotations
@@ -12,9 +11,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field
 
 from pliny.events import Event
+from pliny.usage import Usage
 
 HISTORY_TYPES = frozenset({
     "session_started", "session_resumed", "crash_detected", "rollback", "session_paused",
@@ -28,25 +28,13 @@ _STATUS = {
 }  # fmt: skip
 
 
-class Stats(BaseModel):
-    calls: int = 0  # calls sent to an endpoint (paid)
-    replayed_calls: int = 0  # answered from the resume journal or result cache
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    estimated_calls: int = 0  # endpoint reported no usage: tokens estimated with tiktoken
-    cost_usd: float = 0.0  # priced calls only
-    unpriced_calls: int = 0  # cost unknown: model not in the pricing table
-    latency_ms: float = 0.0
+class Stats(Usage):
+    """Usage (calls, tokens, cost: see pliny.usage) plus what else went on."""
+
     tool_calls: int = 0
     retries: dict[str, int] = Field(default_factory=dict)  # by error category
     errors: int = 0
     failures: int = 0  # agent_failed events
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
 
 
 class PhaseSummary(Stats):
@@ -99,20 +87,7 @@ def _account(stats: Stats, event: Event) -> None:
         return getattr(event, name, default)  # known fields and extras alike
 
     if event.type == "llm_call":
-        if field("replayed", False) or field("cache_hit", False):
-            stats.replayed_calls += 1
-            return
-        stats.calls += 1
-        stats.prompt_tokens += field("prompt_tokens", 0)
-        stats.completion_tokens += field("completion_tokens", 0)
-        stats.cached_tokens += field("cached_tokens", 0)
-        stats.estimated_calls += bool(field("tokens_estimated", False))
-        stats.latency_ms += field("latency_ms", 0)
-        cost = field("cost_usd")
-        if cost is None:
-            stats.unpriced_calls += 1
-        else:
-            stats.cost_usd = round(stats.cost_usd + cost, 10)
+        stats.add(event)
     elif event.type == "retry":
         category = field("category", "") or "unknown"
         stats.retries[category] = stats.retries.get(category, 0) + 1
@@ -178,11 +153,8 @@ class _Builder:
     def _pricing(self, data: dict) -> None:
         s = self.summary
         model = data.get("model", "")
-        if (
-            data.get("cost_usd") is None
-            and not data.get("replayed")
-            and model not in s.unpriced_models
-        ):
+        paid = not (data.get("replayed") or data.get("cache_hit"))
+        if data.get("cost_usd") is None and paid and model not in s.unpriced_models:
             s.unpriced_models.append(model)
         if data.get("pricing_hash") and data["pricing_hash"] not in s.pricing_hashes:
             s.pricing_hashes.append(data["pricing_hash"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pliny.events import AgentCompleted, CheckpointCreated, Event, EventBus, LLMCall, PhaseCompleted
+from pliny.usage import Usage, fold
 
 
 def exclude_state_dirs(
@@ -44,8 +45,7 @@ class CheckpointListener:
         self.session = session
         self.mode = mode
         self.bus = bus
-        self.tokens = 0
-        self.cost = 0.0
+        self.usage = Usage()  # the session so far, under pliny.usage's rule
 
     @classmethod
     def open(cls, workspace: Path, session: str, mode: str, bus: EventBus) -> CheckpointListener:
@@ -57,17 +57,14 @@ class CheckpointListener:
 
     def prime(self, events: list[Event]) -> None:
         """Totals so far come from the log: trailers count the whole session, not this run."""
-        for event in events:
-            if isinstance(event, LLMCall):
-                self(event)
+        fold(events, self.usage)
 
     def record_write(self, path: str, data: bytes, agent: str | None) -> None:
         self.store.record_write(path, data, agent)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, LLMCall):
-            self.tokens += event.prompt_tokens + event.completion_tokens
-            self.cost += event.cost_usd or 0.0
+            self.usage.add(event)
         elif isinstance(event, AgentCompleted) and self.mode == "agent" and event.files_written:
             suffix = f"-{event.cycle}" if event.cycle > 1 else ""
             self.commit(
@@ -84,8 +81,11 @@ class CheckpointListener:
             "Pliny-Checkpoint": name,
             "Pliny-Phase": phase or "",
             "Pliny-Agent": ",".join(agents) if agents else "",
-            "Pliny-Tokens": str(self.tokens),
-            "Pliny-Cost-USD": f"{self.cost:.6f}",
+            # Running totals of the session's paid calls (replays add nothing).
+            "Pliny-Tokens": str(self.usage.tokens),
+            "Pliny-Cost-USD": f"{self.usage.cost_usd:.6f}",  # priced calls only
+            "Pliny-Calls": str(self.usage.calls),
+            "Pliny-Unpriced-Calls": str(self.usage.unpriced_calls or ""),
         }
         info = self.store.commit(name, subject, {k: v for k, v in trailers.items() if v}, agents)
         self.bus.emit(

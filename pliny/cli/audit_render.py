@@ -80,10 +80,7 @@ def event_row_text(event: Event) -> Text:
 
 
 def _cost(stats: Stats) -> str:
-    if stats.calls and stats.unpriced_calls == stats.calls:
-        return "unpriced"
-    extra = f" (+{stats.unpriced_calls} unpriced)" if stats.unpriced_calls else ""
-    return f"${stats.cost_usd:.4f}{extra}"
+    return stats.cost_text()
 
 
 def _retries(stats: Stats) -> str:
@@ -95,11 +92,9 @@ def _secs(ms: float | None) -> str:
 
 
 def _calls(stats: Stats) -> str:
-    return (
-        f"{stats.calls} (+{stats.replayed_calls} replayed)"
-        if stats.replayed_calls
-        else str(stats.calls)
-    )
+    extra = [f"+{n} {what}" for n, what in ((stats.replayed_calls, "replayed"),
+                                             (stats.cache_hits, "cached")) if n]  # fmt: skip
+    return f"{stats.calls} ({', '.join(extra)})" if extra else str(stats.calls)
 
 
 def _tokens(stats: Stats) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -35,12 +36,15 @@ def create(
     state, store = _store(ws, session)
     settings = load_settings(ws)
     bus = EventBus(session=state.id)
-    from pliny.audit.log import open_log
+    from pliny.audit.log import log_path, open_log, read_events
 
+    history = read_events(log_path(ws, settings.audit, state.id))  # trailers: session so far
     log = open_log(ws, settings.audit, state.id)
     bus.subscribe(log)
     try:
-        info = CheckpointListener(store, state.id, "phase", bus).commit(name, None, None)
+        listener = CheckpointListener(store, state.id, "phase", bus)
+        listener.prime(history)
+        info = listener.commit(name, None, None)
     finally:
         log.close()
     typer.echo(f"{info.name} {info.commit[:12]} ({info.ref})")
@@ -61,16 +65,27 @@ def list_(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "commit", "created", "tokens", "cost $")
+    table = Table("name", "commit", "created", "tokens", "cost")
     for i in items:
         table.add_row(
-            i.name,
-            i.commit[:12],
-            str(i.created),
-            i.trailers.get("Pliny-Tokens", ""),
-            i.trailers.get("Pliny-Cost-USD", ""),
+            i.name, i.commit[:12], str(i.created), i.trailers.get("Pliny-Tokens", ""), _cost(i)
         )
     Console().print(table if items else "no checkpoints yet")
+
+
+def _cost(item: Any) -> str:
+    """The trailers' running cost, "unpriced" where models had no price (never $0 for them)."""
+    from pliny.usage import format_cost
+
+    t = item.trailers
+    if "Pliny-Cost-USD" not in t:
+        return ""
+    try:
+        unpriced = int(t.get("Pliny-Unpriced-Calls") or 0)
+        calls = int(t.get("Pliny-Calls") or unpriced)  # older commits: no call count
+        return format_cost(float(t["Pliny-Cost-USD"]), unpriced, calls)
+    except ValueError:  # a hand-made commit: show what it says
+        return t["Pliny-Cost-USD"]
 
 
 def rollback(

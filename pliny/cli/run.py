@@ -220,16 +220,14 @@ def _report(outcome: Any, progress: Any, json_out: bool) -> None:
         return
     from rich.console import Console
 
-    from pliny.observe.progress import render
+    from pliny.observe.progress import render, run_line
 
     console = Console(stderr=True)
     if not console.is_terminal:
         console.print(render(progress, f"session {outcome.session.id}"))
-    t = summary["totals"]
     console.print(
-        f"[bold]{outcome.status}[/] · session {outcome.session.id} · {t['calls']} calls · "
-        f"{t['tokens']:,} tokens · ${t['cost_usd']:.4f}"
-        + (f" ({t['unpriced_calls']} unpriced)" if t["unpriced_calls"] else "")
+        f"[bold]{outcome.status}[/] · session {outcome.session.id} · {run_line(progress)}",
+        highlight=False,
     )
     if summary["files_written"]:
         console.print("outputs: " + ", ".join(summary["files_written"]))

@@ -192,7 +192,7 @@ class _View:
             typer.echo(f"session {sid}: its process is gone without a final event (crashed); "
                        f"`pliny session resume {sid}` continues it")  # fmt: skip
         line = (f"session {self.target.sid} {p.status}: {p.calls} calls, {p.tokens:,} tokens, "
-                f"${p.cost:.4f}")  # fmt: skip
+                f"{p.usage.cost_text()}")  # fmt: skip
         if p.last_error and p.status != "completed":
             line += f" · {p.last_error}"
         typer.echo(line)
@@ -265,7 +265,7 @@ def _event_line(event: Event, progress: Progress) -> str:
         "status": progress.status,
         "phases": [{"name": name, "state": progress.phase_state.get(name, "waiting")
                     .replace("waiting", "pending")} for name in progress.phases],
-        "totals": {"tokens": progress.tokens, "cost_usd": progress.cost},
+        "totals": progress.usage.totals(),
     }  # fmt: skip
     clock = event.ts[11:19] if len(event.ts) >= 19 else event.ts
     return f"{clock} {event.type:<18} {where:<32} | {to_line(data)}"

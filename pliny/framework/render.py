@@ -12,6 +12,7 @@ from typing import Any
 
 from pliny.errors import UsageError
 from pliny.framework.model import END, Framework
+from pliny.usage import Usage, format_cost
 
 FORMATS = ("text", "json", "dot", "mermaid", "svg", "line")
 COLORS = {
@@ -50,8 +51,7 @@ def graph_data(fw: Framework, progress: Any = None) -> dict[str, Any]:
                 view = progress.agents.get(agent.name)
                 item.update(
                     state=_pending(view.state) if view else "pending",
-                    tokens=view.tokens if view else 0,
-                    cost_usd=round(view.cost, 6) if view else 0.0,
+                    **(view.usage if view else Usage()).totals(),
                 )
             agents.append(item)
         entry: dict[str, Any] = {
@@ -79,11 +79,7 @@ def graph_data(fw: Framework, progress: Any = None) -> dict[str, Any]:
     if progress is not None:
         data["status"] = progress.status
         data["current"] = next((p for p, s in progress.phase_state.items() if s == "running"), None)
-        data["totals"] = {
-            "tokens": progress.tokens,
-            "cost_usd": round(progress.cost, 6),
-            "calls": progress.calls,
-        }
+        data["totals"] = progress.usage.totals()
     return data
 
 
@@ -103,7 +99,7 @@ def to_text(data: dict[str, Any]) -> str:
         t = data["totals"]
         lines.append(
             f"status: {data['status']} · {t['calls']} calls · {t['tokens']:,} tokens · "
-            f"${t['cost_usd']:.4f}"
+            f"{_cost(t)}"
         )
     label = data["phase_label"]
     for index, phase in enumerate(data["phases"], 1):
@@ -136,10 +132,14 @@ def to_line(data: dict[str, Any]) -> str:
     }
     parts = [f"{p['name']}{marks.get(p.get('state', 'pending'), '?')}" for p in data["phases"]]
     t = data.get("totals", {"tokens": 0, "cost_usd": 0.0})
-    return (
-        f"{data.get('status', '-')} | "
-        + " → ".join(parts)
-        + f" | {t['tokens']:,} tok ${t['cost_usd']:.4f}"
+    marks_line = " → ".join(parts)
+    return f"{data.get('status', '-')} | {marks_line} | {t['tokens']:,} tok {_cost(t)}"
+
+
+def _cost(totals: dict[str, Any]) -> str:
+    """The totals' cost as text: never $0.0000 for calls whose model has no price."""
+    return format_cost(
+        totals.get("cost_usd", 0.0), totals.get("unpriced_calls", 0), totals.get("calls", 0)
     )
 
 
@@ -152,7 +152,7 @@ def to_dot(data: dict[str, Any]) -> str:
     if "totals" in data:
         t = data["totals"]
         title += f" · {data['status']} · {t['calls']} calls · {t['tokens']:,} tokens"
-        title += f" · ${t['cost_usd']:.4f}"
+        title += f" · {_cost(t)}"
     out = [
         "digraph pliny {",
         "  rankdir=LR;",

@@ -5,16 +5,13 @@
 would cross a limit, by raising ``BudgetExceeded``; the engine then pauses
 the session (exit code 3), resumable once the limit is raised.
 
-Accounting rules:
-
-- tokens = prompt + completion (cached tokens are part of the prompt);
-- a replayed or cache-hit call costs nothing and counts nothing: it was
-  paid for (and counted) by the call that first recorded the answer, whose
-  llm_call is already in the log that ``from_events`` replays on resume;
-- an unpriced call (cost null: model not in the pricing table) counts its
-  tokens but adds 0 to the cost, so ``max_cost_usd`` cannot see it; it is
-  counted in ``Usage.unpriced_calls`` and flagged by ``pliny audit summary``.
-  Use ``max_tokens`` to bound unpriced models.
+Accounting follows ``pliny.usage`` (the fold every view shares):
+tokens = prompt + completion (cached tokens are part of the prompt); a
+replayed or cache-hit call adds nothing, since the call that first recorded
+the answer is already in the log that ``from_events`` replays on resume; an
+unpriced call (cost null) counts its tokens but adds 0 to the cost, so
+``max_cost_usd`` cannot see it; it is counted in ``Usage.unpriced_calls``.
+Use ``max_tokens`` to bound unpriced models.
 """
 
 from __future__ import annotations
@@ -25,22 +22,7 @@ from dataclasses import dataclass
 from pliny.config.settings import Budgets, Limit
 from pliny.errors import BudgetExceeded
 from pliny.events import BudgetExceededEvent, Event
-
-
-@dataclass
-class Usage:
-    cost_usd: float = 0.0
-    tokens: int = 0
-    calls: int = 0
-    unpriced_calls: int = 0
-
-    def add(self, tokens: int, cost: float | None) -> None:
-        self.calls += 1
-        self.tokens += tokens
-        if cost is None:
-            self.unpriced_calls += 1
-        else:
-            self.cost_usd += cost
+from pliny.usage import Usage
 
 
 @dataclass(frozen=True)
@@ -98,14 +80,10 @@ class BudgetGuard:
 
     def __call__(self, event: Event) -> None:
         """EventBus listener: account every paid llm_call."""
-        if event.type != "llm_call" or getattr(event, "replayed", False):
+        if event.type != "llm_call":
             return
-        if getattr(event, "cache_hit", False):
-            return
-        tokens = getattr(event, "prompt_tokens", 0) + getattr(event, "completion_tokens", 0)
-        cost = getattr(event, "cost_usd", None)
         for usage in self._scopes_for(event.phase, event.agent, create=True):
-            usage.add(tokens, cost)
+            usage.add(event)
 
     def _scopes_for(self, phase: str | None, agent: str | None, create: bool) -> list[Usage]:
         out = [self.session]

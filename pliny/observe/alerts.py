@@ -57,6 +57,7 @@ from pliny.audit.reader import TERMINAL
 from pliny.config.settings import WORKSPACE_CONFIG, AlertRule
 from pliny.errors import ConfigError
 from pliny.events import Alert, Event, Warning_
+from pliny.usage import Usage
 
 METRICS = ("cost_usd", "tokens", "llm_calls", "errors", "retries", "error_rate",
            "agent_failures", "phase_duration_s")  # fmt: skip
@@ -115,9 +116,7 @@ def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 @dataclass
 class _Totals:
-    cost_usd: float = 0.0
-    tokens: int = 0
-    llm_calls: int = 0
+    usage: Usage = field(default_factory=Usage)  # calls, tokens, cost: pliny.usage's rule
     errors: int = 0
     retries: int = 0
     agent_failures: int = 0
@@ -125,12 +124,8 @@ class _Totals:
 
     def fold(self, event: Event, now: float | None) -> None:
         kind = event.type
-        if kind == "llm_call" and not (getattr(event, "replayed", False)
-                                       or getattr(event, "cache_hit", False)):  # fmt: skip
-            self.llm_calls += 1
-            self.tokens += (getattr(event, "prompt_tokens", 0) or 0) + (
-                getattr(event, "completion_tokens", 0) or 0)  # fmt: skip
-            self.cost_usd += getattr(event, "cost_usd", 0.0) or 0.0
+        if kind == "llm_call":
+            self.usage.add(event)
         elif kind in ("error", "agent_failed"):
             self.errors += 1
             self.agent_failures += kind == "agent_failed"
@@ -142,6 +137,18 @@ class _Totals:
             # A completed phase, or every phase of a run that ended or restarted.
             for phase in [event.phase] if kind == "phase_completed" else list(self.phases):
                 self.phases.pop(phase or "", None)
+
+    @property
+    def cost_usd(self) -> float:
+        return self.usage.cost_usd
+
+    @property
+    def tokens(self) -> int:
+        return self.usage.tokens
+
+    @property
+    def llm_calls(self) -> int:
+        return self.usage.calls
 
     def value(self, metric: str, now: float) -> tuple[float, str | None]:
         """The metric's value (and the phase it is about, for phase_duration_s)."""

@@ -6,9 +6,10 @@ textfile collector) show the same numbers. Each instance owns a private
 ``CollectorRegistry``: nothing leaks into prometheus_client's global one,
 so two runs in one process never collide.
 
-Accounting follows ``pliny audit summary``: a call answered from the resume
-journal or the result cache is counted (``replayed="true"``) but adds no
-tokens, cost or call duration; the call that first got the answer did.
+Accounting follows ``pliny.usage`` (as ``pliny audit summary`` does): a
+call answered from the resume journal or the result cache is counted
+(``replayed="true"``) but adds no tokens, cost or call duration; the call
+that first got the answer did.
 Errors are ``error`` and ``agent_failed`` events (failures the run saw);
 retried attempts are counted apart in ``pliny_retries_total``.
 """
@@ -24,6 +25,7 @@ from prometheus_client.exposition import generate_latest
 
 from pliny.errors import UsageError
 from pliny.events import Event
+from pliny.usage import call_kind
 
 STATUSES = ["in_progress", "completed", "failed", "cancelled", "paused", "crashed"]
 _STATUS_OF = {
@@ -129,13 +131,12 @@ class Metrics:
 
     def _on_llm_call(self, event: Event) -> None:
         model = _field(event, "model", "") or "unknown"
-        cache_hit = bool(_field(event, "cache_hit", False))
-        not_sent = bool(_field(event, "replayed", False)) or cache_hit
+        kind = call_kind(event)  # the rule of pliny.usage: only paid calls add amounts
         self.llm_calls.labels(model=model, phase=event.phase or "", agent=event.agent or "",
-                              replayed=str(not_sent).lower()).inc()  # fmt: skip
-        if cache_hit:
+                              replayed=str(kind != "paid").lower()).inc()  # fmt: skip
+        if kind == "cache_hit":
             self.cache_hits.labels(agent=event.agent or "").inc()
-        if not_sent:
+        if kind != "paid":
             return
         for kind in ("prompt", "completion", "cached"):
             self.tokens.labels(kind=kind, model=model).inc(_amount(event, f"{kind}_tokens"))

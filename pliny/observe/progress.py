@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pliny.events import Event
+from pliny.usage import Usage
 
 ICONS = {"waiting": "·", "queued": "⧗", "running": "▶", "done": "✔", "failed": "✖", "skipped": "↷"}
 STYLES = {
@@ -29,14 +30,19 @@ class AgentView:
     name: str
     phase: str
     state: str = "waiting"
-    calls: int = 0
-    tokens: int = 0
-    cost: float = 0.0
+    usage: Usage = field(default_factory=Usage)
     started: float | None = None
     ended: float | None = None
     output: str | None = None
     error: str | None = None
-    replayed: int = 0
+
+    @property
+    def calls(self) -> int:
+        return self.usage.calls
+
+    @property
+    def tokens(self) -> int:
+        return self.usage.tokens
 
 
 @dataclass
@@ -48,7 +54,8 @@ class Progress:
     files: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
     retries: int = 0
-    unpriced: int = 0
+    usage: Usage = field(default_factory=Usage)  # the whole session (pliny.usage's rule)
+    run: Usage = field(default_factory=Usage)  # this run only: what replay() did not fold
     status: str = "in_progress"
     session: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -74,6 +81,7 @@ class Progress:
         if Path(log).exists():
             for event in read_events(log):
                 self(event)
+        self.run = Usage()  # history belongs to earlier runs
         return self
 
     def __call__(self, event: Event) -> None:
@@ -109,11 +117,8 @@ class Progress:
     def _on_llm_call(self, event: Any) -> None:
         view = self._agent(event)
         view.state = "running" if view.state == "queued" else view.state
-        view.calls += 1
-        view.tokens += event.prompt_tokens + event.completion_tokens
-        view.cost += event.cost_usd or 0.0
-        view.replayed += int(event.replayed)
-        self.unpriced += int(event.cost_usd is None)
+        for usage in (view.usage, self.usage, self.run):
+            usage.add(event)
 
     def _on_agent_completed(self, event: Any) -> None:
         view = self._agent(event)
@@ -170,15 +175,11 @@ class Progress:
     # -- figures ------------------------------------------------------------
     @property
     def tokens(self) -> int:
-        return sum(a.tokens for a in self.agents.values())
-
-    @property
-    def cost(self) -> float:
-        return sum(a.cost for a in self.agents.values())
+        return self.usage.tokens
 
     @property
     def calls(self) -> int:
-        return sum(a.calls for a in self.agents.values())
+        return self.usage.calls
 
     def eta_seconds(self) -> float | None:
         """Remaining time from the mean duration of finished agents (rough)."""
@@ -202,13 +203,8 @@ class Progress:
                 }
                 for p, agents in self.phases.items()
             ],
-            "totals": {
-                "calls": self.calls,
-                "tokens": self.tokens,
-                "cost_usd": round(self.cost, 6),
-                "unpriced_calls": self.unpriced,
-                "retries": self.retries,
-            },
+            "totals": {**self.usage.totals(), "retries": self.retries},
+            "this_run": self.run.totals(),
             "files_written": self.files,
             "checkpoints": self.checkpoints,
             "error": self.last_error if self.status != "completed" else None,
@@ -219,13 +215,27 @@ class Progress:
         return {
             "name": view.name,
             "state": "pending" if view.state == "waiting" else view.state,
-            "calls": view.calls,
-            "tokens": view.tokens,
-            "cost_usd": round(view.cost, 6),
-            "replayed_calls": view.replayed,
+            **view.usage.totals(),
             "output": view.output,
             "error": view.error,
         }
+
+
+def run_line(progress: Progress) -> str:
+    """What this run sent next to the session's totals (the final line of execute/resume)."""
+    run, total = progress.run, progress.usage
+    extra = [f"+{n} {what}" for n, what in ((run.replayed_calls, "replayed"),
+                                             (run.cache_hits, "cached")) if n]  # fmt: skip
+    return (
+        f"this run: {_plural(run.calls, 'call')} sent"
+        + (f" ({', '.join(extra)})" if extra else "")
+        + f" · session: {_plural(total.calls, 'call')}, {total.tokens:,} tokens, "
+        + total.cost_text()
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def render(progress: Progress, title: str = "") -> Any:
@@ -236,7 +246,7 @@ def render(progress: Progress, title: str = "") -> Any:
     elapsed = time.monotonic() - progress.started
     eta = progress.eta_seconds()
     caption = (
-        f"{progress.tokens:,} tokens · ${progress.cost:.4f} · {progress.calls} calls · "
+        f"{progress.tokens:,} tokens · {progress.usage.cost_text()} · {progress.calls} calls · "
         f"{elapsed:.0f}s elapsed" + (f" · ETA ~{eta:.0f}s" if eta else "")
     )
     if progress.retries:
