@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, TypedDict
 
-from loguru import logger
-
 from pliny.agent import AgentRun, run_agent
 from pliny.classify import classify
 from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
 from pliny.events import AgentCompleted, AgentFailed, AgentStarted, PhaseCompleted, PhaseStarted
 from pliny.framework import END, Agent, Framework, Phase
 from pliny.llm import CallContext
+from pliny.logs import logger
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:

@@ -15,13 +15,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
-
 from pliny import tokens
 from pliny.classify import Code, bad_response, classify
 from pliny.errors import AIError
 from pliny.events import Error, EventBus, LLMCall, LLMQueued
 from pliny.journal import Journal, request_hash
+from pliny.logs import logger
 from pliny.retry import ModelChain, RetryInfo, call_with_retry, strategies_for_chain
 
 if TYPE_CHECKING:

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from pliny import framework as fwmod
 from pliny import wiring
 from pliny.agent import AgentRun
@@ -35,6 +33,7 @@ from pliny.events import (
     SessionResumed,
     SessionStarted,
 )
+from pliny.logs import logger
 from pliny.session import SessionState, SessionStore
 from pliny.tools import Workspace
 
@@ -308,6 +307,7 @@ async def _run_engine(
     """Run the graph; returns the results and the phase it stopped after (--until-phase)."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+    from pliny.atomicfile import private_file
     from pliny.engine import Engine, join_node
     from pliny.journal import Journal
 
@@ -329,9 +329,8 @@ async def _run_engine(
     )
     parallel = state.options.get("parallel", settings.execution.parallel)
     engine = Engine(framework, run, parallel=parallel, fresh=set(state.fresh_agents))
-    saver = await stack.enter_async_context(
-        AsyncSqliteSaver.from_conn_string(str(session_dir / "graph.sqlite"))
-    )
+    private_file(graph_db := session_dir / "graph.sqlite")  # state holds prompts and answers
+    saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(graph_db)))
     stop = [join_node(opts.until_phase)] if opts.until_phase else None
     graph = engine.build().compile(checkpointer=saver, interrupt_after=stop)
     config: dict[str, Any] = {
