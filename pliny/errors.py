@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pliny.redact import redact
+
 
 class Category(StrEnum):
     CONFIG = "config"
@@ -46,6 +48,7 @@ class PlinyError(Exception):
         retry_after: float | None = None,
         hint: str | None = None,
     ) -> None:
+        message = redact(message)  # errors reach the terminal, audit log and state
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -53,7 +56,7 @@ class PlinyError(Exception):
         if recoverable is not None:
             self.recoverable = recoverable
         self.retry_after = retry_after  # seconds the server asked us to wait
-        self.hint = hint  # what the user should do next
+        self.hint = redact(hint) if hint else hint  # what the user should do next
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"

@@ -310,6 +310,8 @@ class FakeServer:
         headers = self._headers(rec, "application/json")
         if rule is not None and rule.retry_after is not None:
             headers["retry-after"] = f"{rule.retry_after:g}"
+        if rule is not None and rule.echo_key:
+            message = f"Incorrect API key provided: {rec.api_key}. Check it and try again."
         payload = P.error_body(status, body, rule.code if rule else None,
                                (rule.message if rule else None) or message)
         return Response(json.dumps(payload), status_code=status, headers=headers)

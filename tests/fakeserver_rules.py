@@ -31,6 +31,7 @@ class Rule:
     fault: str | None = None  # one of FAULTS
     code: str | None = None  # error.code override (e.g. "context_length_exceeded")
     message: str | None = None  # error.message override
+    echo_key: bool = False  # error.message quotes the request's API key (as some servers do)
     retry_after: float | None = None  # Retry-After header (seconds) on an error
     times: int | None = None  # uses allowed; None = unlimited
     latency_ms: float | None = None  # replaces the server's latency for this rule

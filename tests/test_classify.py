@@ -27,7 +27,8 @@ from openai.types.chat import ChatCompletion
 
 from pliny.errors import EXIT_INTERRUPTED, Category, ConfigError, NetworkError, PlinyError
 from pliny.llm import classify as classify_module
-from pliny.llm.classify import Code, classify, from_status, parse_retry_after, redact
+from pliny.llm.classify import Code, classify, from_status, parse_retry_after
+from pliny.redact import redact
 
 URL = "http://127.0.0.1:8765/v1/chat/completions"
 
@@ -263,7 +264,7 @@ def test_secrets_are_redacted_from_messages():
     body = {"message": "Incorrect API key provided: sk-proj-AbCdEf123456789. Bearer abc.def"}
     err = classify(status_error(openai.AuthenticationError, 401, body))
     assert "AbCdEf123456789" not in str(err) and "abc.def" not in str(err)
-    assert redact("url?api_key=hunter2&x=1") == "url?api_key=***"
+    assert redact("url?api_key=hunter2&x=1") == "url?api_key=[REDACTED]&x=1"
 
 
 def test_long_bodies_are_shortened():

@@ -18,7 +18,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pliny"
 
 # Lowest first. A unit is a subpackage or a top-level module of pliny/.
 LAYERS: list[set[str]] = [
+    {"redact"},  # the one secret scrubber: every sink (errors, logs, state, audit) uses it
     {"errors", "atomicfile"},
+    {"logs"},
     {"events"},
     {"usage"},
     {"config"},
@@ -28,7 +30,6 @@ LAYERS: list[set[str]] = [
     {"llm"},
     {"engine"},
     {"observe"},
-    {"logs"},
     {"lifecycle"},
     {"doctor"},
     {"api"},

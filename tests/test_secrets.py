@@ -73,3 +73,30 @@ def test_canary_key_appears_nowhere(fake_server, tmp_path: Path) -> None:
     hits = [str(p) for p, data in _all_bytes(ws) if CANARY.encode() in data]
     assert hits == []
     assert (ws / "audit-logs").is_dir() and any((ws / ".pliny").rglob("state.json"))
+
+
+# A key with no well-known shape, in an env var whose name says nothing: only
+# exact-value scrubbing of the configured key can catch it.
+ECHOED = "zq-canary-echo-3b8d1f6a9e2c4d70"
+
+
+def test_key_echoed_in_a_401_body_appears_nowhere(fake_server, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "pliny.yaml").write_text("llm:\n  api_key_env: PLINY_LLM_CRED\n")
+    env = {**os.environ, "OPENAI_BASE_URL": fake_server.base_url, "PLINY_LLM_CRED": ECHOED}
+    env["PLINY_LOG"] = "debug"  # the most verbose stderr there is
+    fake_server.fail(401, echo_key=True)
+    failed = _run(["execute", "-f", "rise", "-t", "Document it"], ws, env)
+    assert failed.returncode == 1, failed.stderr
+    # The server really got the key and really echoed it back.
+    assert fake_server.requests and fake_server.last.api_key == ECHOED
+    assert "PLINY-CONFIG-AUTH" in failed.stderr or "401" in failed.stderr
+    history = subprocess.run(
+        ["git", "-C", str(ws), "log", "-p", "--all"], capture_output=True, text=True, check=True
+    ).stdout
+    texts = {"stdout": failed.stdout, "stderr": failed.stderr, "git log -p --all": history}
+    assert [name for name, text in texts.items() if ECHOED in text] == []
+    assert any((ws / ".pliny").rglob("run.log")) and any((ws / "audit-logs").iterdir())
+    hits = [str(p) for p, data in _all_bytes(ws) if ECHOED.encode() in data]
+    assert hits == []

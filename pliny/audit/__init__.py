@@ -1,1 +1,1 @@
-"""The audit log: writer, reader, summary, the secret scrubber."""
+"""The audit log: the log itself, writer, reader, summary."""

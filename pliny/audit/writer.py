@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pliny.atomicfile import fsync_dir
-from pliny.audit.redact import Redactor
+from pliny.atomicfile import PRIVATE_FILE, fsync_dir, private_dir
 from pliny.errors import SystemFailure
 from pliny.events import Event, LogRepaired
+from pliny.redact import Redactor
 
 GENESIS = "0" * 64
 FsyncPolicy = Literal["every_event", "group", "none"]
@@ -166,9 +166,9 @@ class AuditLog:
     # -- open and repair ---------------------------------------------------
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         created = not self.path.exists()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
         if created and self.fsync != "none":
             fsync_dir(self.path.parent)  # the file's name must survive power loss too
         size = os.fstat(self._fd).st_size
@@ -184,7 +184,7 @@ class AuditLog:
         torn = os.pread(self._fd, size - good_end, good_end)
         side = _side_file(self.path)
         # The torn bytes reach the side file (durably) before they leave the log.
-        with open(side, "wb") as out:
+        with open(os.open(side, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb") as out:
             out.write(torn)
             out.flush()
             os.fsync(out.fileno())

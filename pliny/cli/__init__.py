@@ -63,6 +63,11 @@ app.add_typer(config_cmd.app, name="config")
 
 def main() -> None:
     from pliny import logs
+    from pliny.errors import PlinyError
 
-    logs.setup()
+    try:
+        logs.setup()
+    except PlinyError as exc:  # a bad PLINY_LOG: one line, exit 2
+        typer.echo(f"pliny: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
     sys.exit(run_guarded(app))

@@ -36,14 +36,17 @@ def doctor(
 def _render(report) -> None:  # type: ignore[no-untyped-def]  # pliny.doctor.Report
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"pliny doctor: {report.workspace}", show_lines=True)
+    # Text, not markup: "pip install 'pliny-orchestrator[local]'" must print its [local].
+    table = Table(title=Text(f"pliny doctor: {report.workspace}"), show_lines=True)
     table.add_column("check", style="bold", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("detail", overflow="fold")
     table.add_column("fix", overflow="fold")
     for check in report.checks:
-        table.add_row(check.name, _STYLE[check.status], check.detail, check.fix or "")
+        table.add_row(Text(check.name), _STYLE[check.status], Text(check.detail),
+                      Text(check.fix or ""))  # fmt: skip
     console = Console()
     console.print(table)
     failed = sum(c.status == "fail" for c in report.checks)

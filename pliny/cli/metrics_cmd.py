@@ -48,7 +48,7 @@ def metrics(
     if output is None:
         sys.stdout.write(text)
     else:
-        atomic_write(output, text.encode())
+        atomic_write(output, text.encode(), 0o644)  # the user's export, not our state
 
 
 @cache_app.command("clear")

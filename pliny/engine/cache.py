@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pliny.atomicfile import private_file
 from pliny.errors import SystemFailure
 
 CACHE_FILE = Path(".pliny") / "cache.sqlite"
@@ -81,7 +82,7 @@ class ResultCache:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # cached answers: owner only (-wal/-shm follow)
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, TypedDict
 
-from loguru import logger
-
 from pliny.config.settings import Settings
 from pliny.engine.executor import AgentTask, Executor, task_inputs
 from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
@@ -38,6 +36,7 @@ from pliny.events import (
 )
 from pliny.framework.model import END, Agent, Framework, Phase
 from pliny.llm.classify import classify
+from pliny.logs import logger
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:

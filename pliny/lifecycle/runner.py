@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from pliny.config.settings import Settings, load_settings
 from pliny.engine.agent import AgentRun
 from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
@@ -36,6 +34,7 @@ from pliny.events import (
 from pliny.framework import model as fwmod
 from pliny.lifecycle import assembly as wiring
 from pliny.lifecycle.store import SessionState, SessionStore
+from pliny.logs import logger
 
 
 @dataclass
@@ -312,6 +311,7 @@ async def _run_engine(
     """Run the graph; returns the results and the phase it stopped after (--until-phase)."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+    from pliny.atomicfile import private_file
     from pliny.engine.executor import make_executor, settings_digest
     from pliny.engine.graph import Engine, join_node
     from pliny.llm.journal import Journal
@@ -347,9 +347,8 @@ async def _run_engine(
         parallel=state.options.get("parallel", settings.execution.parallel),
         fresh=set(state.fresh_agents),
     )
-    saver = await stack.enter_async_context(
-        AsyncSqliteSaver.from_conn_string(str(session_dir / "graph.sqlite"))
-    )
+    private_file(graph_db := session_dir / "graph.sqlite")  # state holds prompts and answers
+    saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(graph_db)))
     stop = [join_node(opts.until_phase)] if opts.until_phase else None
     graph = engine.build().compile(checkpointer=saver, interrupt_after=stop)
     config: dict[str, Any] = {

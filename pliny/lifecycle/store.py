@@ -26,8 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from pliny.atomicfile import atomic_write
+from pliny.atomicfile import PRIVATE_FILE, atomic_write, private_dir
 from pliny.errors import UsageError
+from pliny.redact import Redactor
 
 Status = Literal["created", "in_progress", "completed", "failed", "crashed", "cancelled", "paused"]
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -60,6 +61,7 @@ class SessionStore:
     def __init__(self, workspace: Path) -> None:
         self.workspace = workspace
         self.root = workspace / STATE_DIR
+        self._redactor = Redactor()
 
     def dir(self, session_id: str) -> Path:
         return self.root / "sessions" / session_id
@@ -96,7 +98,8 @@ class SessionStore:
 
     def save(self, state: SessionState) -> None:
         state.updated = now()
-        atomic_write(self.dir(state.id) / "state.json", state.model_dump_json(indent=2).encode())
+        data = self._redactor.scrub(state.model_dump(mode="json"))  # the task may quote a key
+        atomic_write(self.dir(state.id) / "state.json", json.dumps(data, indent=2).encode())
 
     def ids(self) -> list[str]:
         base = self.root / "sessions"
@@ -152,7 +155,7 @@ class SessionLock:
         from filelock import FileLock
 
         self.path = session_dir / "lock"
-        self._lock = FileLock(str(self.path), timeout=0)
+        self._lock = FileLock(str(self.path), timeout=0, mode=PRIVATE_FILE)
 
     def held_elsewhere(self) -> bool:
         from filelock import Timeout
@@ -173,7 +176,7 @@ class SessionLock:
     def __enter__(self) -> SessionLock:
         from filelock import Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         try:
             self._lock.acquire()
         except Timeout:

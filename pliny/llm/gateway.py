@@ -15,14 +15,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
-
 from pliny.errors import AIError
 from pliny.events import Error, EventBus, LLMCall, LLMQueued
 from pliny.llm import structured, tokens
 from pliny.llm.classify import Code, bad_response, classify
 from pliny.llm.journal import Journal, request_hash
 from pliny.llm.retry import ModelChain, RetryInfo, call_with_retry, strategies_for_chain
+from pliny.logs import logger
 
 if TYPE_CHECKING:
     from pliny.config.settings import Settings

@@ -21,6 +21,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pliny.atomicfile import private_file
+from pliny.redact import Redactor
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     agent TEXT NOT NULL,
@@ -42,12 +45,13 @@ def request_hash(request: dict[str, Any]) -> str:
 
 class Journal:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # full prompts and answers: owner only (-wal/-shm follow)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._lock = threading.Lock()
+        self._redactor = Redactor()
 
     def get(self, agent: str, cycle: int, rhash: str, occurrence: int) -> dict[str, Any] | None:
         with self._lock:
@@ -61,11 +65,14 @@ class Journal:
     def put(
         self, agent: str, cycle: int, rhash: str, occurrence: int, response: dict[str, Any]
     ) -> None:
+        text = json.dumps(response)
+        if self._redactor.needed(text):  # a model may echo a key it saw
+            text = json.dumps(self._redactor.scrub(response))
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO responses (agent, cycle, request_hash, occurrence,"
                 " response) VALUES (?, ?, ?, ?, ?)",
-                (agent, cycle, rhash, occurrence, json.dumps(response)),
+                (agent, cycle, rhash, occurrence, text),
             )
 
     def forget(self, agents: list[str]) -> int:
