@@ -24,10 +24,13 @@ from loguru import logger
 
 from pliny.agent import AgentRun, run_agent
 from pliny.classify import classify
-from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
+from pliny.errors import BudgetExceeded, Cancelled, Category, PlinyError, SystemFailure
 from pliny.events import AgentCompleted, AgentFailed, AgentStarted, PhaseCompleted, PhaseStarted
 from pliny.framework import END, Agent, Framework, Phase
 from pliny.llm import CallContext
+
+# Failures a replay cannot fix: the model's recorded answers must be asked again.
+ANSWER_FAILURES = {Category.VALIDATION, Category.AI}
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -130,6 +133,10 @@ class Engine:
                 err = classify(exc)
                 if isinstance(err, BudgetExceeded | Cancelled):
                     raise err from exc
+                if err.category in ANSWER_FAILURES and self.run.gateway.journal:
+                    # Replaying answers that failed would fail the same way: a resume
+                    # asks again. They were paid; their llm_call events keep the cost.
+                    self.run.gateway.journal.forget([agent.name], cycle)
                 return self._failed(phase, agent, err)
             bus.emit(
                 AgentCompleted(

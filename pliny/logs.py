@@ -21,7 +21,12 @@ def setup() -> None:
     """The CLI's stderr sink (replacing loguru's default DEBUG-to-stderr one)."""
     logger.remove()
     level = os.environ.get("PLINY_LOG", "WARNING").upper()
-    logger.add(sys.stderr, level=level, format="pliny: {level.name.lower()}: {message}")
+    # A callable: loguru's format strings cannot call .lower() (every warning failed).
+    logger.add(sys.stderr, level=level, format=_stderr_format)
+
+
+def _stderr_format(record: dict) -> str:
+    return f"pliny: {record['level'].name.lower()}: {{message}}\n{{exception}}"
 
 
 def session_log(session_dir: Path) -> int:

@@ -28,16 +28,15 @@ def create(
 ) -> None:
     """Commit what the session's agents wrote so far under NAME."""
     from pliny.checkpoint_listener import CheckpointListener
-    from pliny.config import load_settings
     from pliny.events import EventBus
 
     ws = workspace_path(workspace)
     state, store = _store(ws, session)
-    settings = load_settings(ws)
     bus = EventBus(session=state.id)
     from pliny.audit import open_log
+    from pliny.sessionconfig import audit_settings
 
-    log = open_log(ws, settings.audit, state.id)
+    log = open_log(ws, audit_settings(ws, state.id), state.id)
     bus.subscribe(log)
     try:
         info = CheckpointListener(store, state, "phase", bus).commit(name, None, None)

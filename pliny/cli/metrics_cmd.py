@@ -32,16 +32,16 @@ def metrics(
 
     from pliny.atomicfile import atomic_write
     from pliny.audit import existing_log, read_events
-    from pliny.config import load_settings
     from pliny.errors import UsageError
     from pliny.metrics import Metrics
     from pliny.session import SessionStore
+    from pliny.sessionconfig import audit_settings
 
     ws = workspace_path(workspace)
     sid = session_id or SessionStore(ws).current()
     if not sid:
         raise UsageError("no current session: pass a session ID (see `pliny session list`)")
-    log = existing_log(ws, load_settings(ws).audit, sid)
+    log = existing_log(ws, audit_settings(ws, sid), sid)
     # *_created samples would carry the time of this command, not of the run: noise.
     disable_created_metrics()
     text = Metrics.from_events(read_events(log)).exposition()
