@@ -2,7 +2,8 @@
 
 Real CLI subprocesses against the fake server: the stop is exit code 3,
 status ``paused`` and a ``budget_exceeded`` event; after the limit is raised
-in ``pliny.yaml`` a resume finishes without re-sending any answered call.
+in ``pliny.yaml`` a resume with ``--config pliny.yaml`` finishes without re-sending
+any answered call (a plain resume keeps the settings the session started with).
 """
 
 from __future__ import annotations
@@ -71,8 +72,14 @@ def test_budget_pauses_then_resumes_after_raising_it(fake_server, tmp_path: Path
     again = _cli(["session", "resume", "b1"], ws, env)
     assert again.returncode == 3 and fake_server.count() == sent_before
 
+    # An edited pliny.yaml is not re-read silently: the session keeps its settings...
     (ws / "pliny.yaml").write_text("budgets:\n  max_tokens: 5000\n")
-    resumed = _cli(["session", "resume", "b1"], ws, env)
+    unchanged = _cli(["session", "resume", "b1"], ws, env)
+    assert unchanged.returncode == 3
+    assert "pliny: warning: " + str(ws / "pliny.yaml") + " changed" in unchanged.stderr
+    assert fake_server.count() == sent_before
+    # ...until the resume says to use it.
+    resumed = _cli(["session", "resume", "b1", "--config", str(ws / "pliny.yaml")], ws, env)
     assert resumed.returncode == 0, resumed.stderr
     assert fake_server.count() == 3  # each agent asked exactly once, across all runs
     assert (ws / "pliny-runs" / "b1" / "three" / "third.md").exists()

@@ -16,16 +16,27 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Read, summarize and verify a session's audit log.",
 )
-IdArg = typer.Argument(..., metavar="ID", help="Session id.")
+IdArg = typer.Argument(None, metavar="ID", help="Session id.", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+ConfigOpt = typer.Option(
+    None, "--config", "-c", help="Config naming the audit dir (default: the session's own)."
+)
 
 
-def _log(workspace: Path | None, session_id: str) -> Path:
+def _log(workspace: Path | None, session_id: str | None, config: Path | None) -> Path:
+    """The session's log, in the audit dir its runs wrote to (or the one --config names)."""
     from pliny.audit.log import existing_log
     from pliny.config.settings import load_settings
+    from pliny.errors import UsageError
+    from pliny.lifecycle.sessionconfig import audit_settings
+    from pliny.lifecycle.store import SessionStore
 
     ws = workspace_path(workspace)
-    return existing_log(ws, load_settings(ws).audit, session_id)
+    if not session_id:
+        known = ", ".join(SessionStore(ws).ids()[:10]) or "none"
+        raise UsageError(f"missing session id: pass ID (sessions here: {known})")
+    settings = audit_settings(ws, session_id) if config is None else load_settings(ws, config).audit
+    return existing_log(ws, settings, session_id)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -53,12 +64,13 @@ def view(
     follow_: bool = typer.Option(
         False, "--follow", "-f", help="Keep printing new events until the session ends."
     ),
+    config: Path | None = ConfigOpt,
     workspace: Path | None = WorkspaceOpt,
 ) -> None:
     """Show a session's audit events (filters combine; each accepts a,b or repeats)."""
     from pliny.audit.reader import matches
 
-    path = _log(workspace, session_id)
+    path = _log(workspace, session_id, config)
     filters = (_event_types(type_), _split(phase), _split(agent))
     if follow_:
         _follow(path, filters, json_)
@@ -100,13 +112,16 @@ def _follow(path: Path, filters: tuple[list[str], list[str], list[str]], json_: 
 
 @app.command()
 def summary(
-    session_id: str = IdArg, json_: bool = JsonOpt, workspace: Path | None = WorkspaceOpt
+    session_id: str = IdArg,
+    json_: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+    workspace: Path | None = WorkspaceOpt,
 ) -> None:
     """Per phase and per agent: duration, calls, tokens, cost, retries, errors; history."""
     from pliny.audit.reader import read_events
     from pliny.audit.summary import summarize
 
-    result = summarize(read_events(_log(workspace, session_id)))
+    result = summarize(read_events(_log(workspace, session_id, config)))
     if json_:
         print_json(result.model_dump(mode="json"))
         return
@@ -119,14 +134,17 @@ def summary(
 
 @app.command()
 def verify(
-    session_id: str = IdArg, json_: bool = JsonOpt, workspace: Path | None = WorkspaceOpt
+    session_id: str = IdArg,
+    json_: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+    workspace: Path | None = WorkspaceOpt,
 ) -> None:
     """Check the hash chain and sequence numbers; exit 1 at the first bad line."""
     from dataclasses import asdict
 
     from pliny.audit.writer import verify as verify_log
 
-    path = _log(workspace, session_id)
+    path = _log(workspace, session_id, config)
     result = verify_log(path)
     if json_:
         print_json({"path": str(path), **asdict(result)})

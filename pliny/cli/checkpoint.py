@@ -29,17 +29,17 @@ def create(
 ) -> None:
     """Commit what the session's agents wrote so far under NAME."""
     from pliny.checkpoints.listener import CheckpointListener
-    from pliny.config.settings import load_settings
     from pliny.events import EventBus
 
     ws = workspace_path(workspace)
     state, store = _store(ws, session)
-    settings = load_settings(ws)
     bus = EventBus(session=state.id)
     from pliny.audit.log import log_path, open_log, read_events
+    from pliny.lifecycle.sessionconfig import audit_settings
 
-    history = read_events(log_path(ws, settings.audit, state.id))  # trailers: session so far
-    log = open_log(ws, settings.audit, state.id)
+    audit = audit_settings(ws, state.id)
+    history = read_events(log_path(ws, audit, state.id))  # trailers: session so far
+    log = open_log(ws, audit, state.id)
     bus.subscribe(log)
     try:
         listener = CheckpointListener(store, state.id, "phase", bus)

@@ -32,8 +32,8 @@ def metrics(
 
     from pliny.atomicfile import atomic_write
     from pliny.audit.log import existing_log, read_events
-    from pliny.config.settings import load_settings
     from pliny.errors import UsageError
+    from pliny.lifecycle.sessionconfig import audit_settings
     from pliny.lifecycle.store import SessionStore
     from pliny.observe.metrics import Metrics
 
@@ -41,7 +41,7 @@ def metrics(
     sid = session_id or SessionStore(ws).current()
     if not sid:
         raise UsageError("no current session: pass a session ID (see `pliny session list`)")
-    log = existing_log(ws, load_settings(ws).audit, sid)
+    log = existing_log(ws, audit_settings(ws, sid), sid)
     # *_created samples would carry the time of this command, not of the run: noise.
     disable_created_metrics()
     text = Metrics.from_events(read_events(log)).exposition()

@@ -76,13 +76,23 @@ def show(
 @app.command("resume")
 def resume(
     session_id: str = typer.Argument(None, help="Session id (default: current)."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Use this config instead of the one the session started with."
+    ),
+    max_cost_usd: float = typer.Option(
+        None, "--max-cost-usd", min=0, help="New session budget in USD (budgets.max_cost_usd)."
+    ),
+    max_tokens: int = typer.Option(
+        None, "--max-tokens", min=1, help="New session budget in tokens (budgets.max_tokens)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
     allow_alert_commands: bool = typer.Option(
         False, "--allow-alert-commands", help="Run alert commands from the workspace pliny.yaml."
     ),
     workspace: Path = WorkspaceOpt,
 ) -> None:
-    """Continue a crashed, failed, paused or cancelled session."""
+    """Continue a crashed, failed, paused or cancelled session, with the settings it started
+    with; --config and the budget flags replace them (and are kept for later resumes)."""
     from pliny.cli.run import run_session
     from pliny.errors import UsageError
     from pliny.lifecycle.store import SessionStore
@@ -95,8 +105,18 @@ def resume(
         raise UsageError(
             f"session {state.id!r} never ran: use `pliny execute --session {state.id}`"
         )
-    code = run_session(ws, json_out, session_id=state.id, allow_alert_commands=allow_alert_commands)
-    raise typer.Exit(code)
+    budgets = {"max_cost_usd": max_cost_usd, "max_tokens": max_tokens}
+    overrides = {"budgets": {k: v for k, v in budgets.items() if v is not None}}
+    raise typer.Exit(
+        run_session(
+            ws,
+            json_out,
+            session_id=state.id,
+            config_path=config,
+            overrides=overrides if overrides["budgets"] else {},
+            allow_alert_commands=allow_alert_commands,
+        )
+    )
 
 
 @app.command("cancel")

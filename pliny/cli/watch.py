@@ -61,15 +61,15 @@ class _Target:
     @classmethod
     def resolve(cls, workspace: Path, session_id: str | None) -> _Target:
         from pliny.audit.log import log_path
-        from pliny.config.settings import load_settings
         from pliny.errors import UsageError
+        from pliny.lifecycle.sessionconfig import audit_settings
         from pliny.lifecycle.store import SessionStore
 
         store = SessionStore(workspace)
         sid = session_id or store.current()
         if not sid:
             raise UsageError("no current session: pass a session ID (see `pliny session list`)")
-        log = log_path(workspace, load_settings(workspace).audit, sid)
+        log = log_path(workspace, audit_settings(workspace, sid), sid)
         try:
             state = store.load(sid)  # a dead in_progress session loads as crashed
         except UsageError:

@@ -201,15 +201,33 @@ def load_settings(
     workspace: Path | None = None,
     config_path: Path | None = None,
     overrides: dict[str, Any] | None = None,
+    layer: Sourced | None = None,
 ) -> Settings:
-    """Built-in defaults < workspace ``pliny.yaml`` (or ``config_path``) < overrides."""
+    """Built-in defaults < workspace ``pliny.yaml`` (or ``config_path``) < overrides.
+
+    ``layer`` replaces the file layer: a resumed session's snapshot of it.
+    """
     source = load_file(resources.config_path("default.yaml"))
-    user = config_path or (workspace / WORKSPACE_CONFIG if workspace else None)
-    if user is not None and (config_path is not None or user.exists()):
-        source = merge(source, load_file(user))
+    if layer is None:
+        layer = user_layer(workspace, config_path)
+    if layer is not None:
+        source = merge(source, layer)
     if overrides:
         source = merge(source, _flags_source(overrides))
     return validate(Settings, source)
+
+
+def user_file(workspace: Path | None, config_path: Path | None) -> Path | None:
+    """``--config``, else the workspace's ``pliny.yaml`` if there is one."""
+    if config_path is not None:
+        return config_path
+    user = workspace / WORKSPACE_CONFIG if workspace else None
+    return user if user is not None and user.exists() else None
+
+
+def user_layer(workspace: Path | None, config_path: Path | None) -> Sourced | None:
+    path = user_file(workspace, config_path)
+    return load_file(path) if path is not None else None
 
 
 def _flags_source(overrides: dict[str, Any]) -> Sourced:

@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pliny.errors import UsageError
+from pliny.errors import Category, UsageError
 
 if TYPE_CHECKING:
     from pliny.config.settings import Settings
     from pliny.engine.agent import AgentRun
 
+ANSWER_FAILURES = {Category.VALIDATION, Category.AI}
 # The graph state an agent reads: its prompt is rendered from these keys.
 INPUT_KEYS = ("task", "feedback", "results")
 
@@ -87,7 +88,22 @@ class LocalExecutor:
             raise RuntimeError(f"task for {task.agent} was made under other settings")
         _, agent = self.context.framework.agent(task.agent)
         ctx = CallContext(task.phase, task.agent, task.cycle, fresh=task.fresh)
-        return await run_agent(self.context, task.phase, agent, dict(task.inputs), ctx)
+        try:
+            return await run_agent(self.context, task.phase, agent, dict(task.inputs), ctx)
+        except Exception as exc:
+            self._forget_failed_answers(exc, task)
+            raise
+
+    def _forget_failed_answers(self, exc: Exception, task: AgentTask) -> None:
+        """Replaying answers that failed would fail the same way: a resume asks again.
+
+        They were paid; their llm_call events keep the cost.
+        """
+        from pliny.llm.classify import classify
+
+        journal = self.context.gateway.journal
+        if journal is not None and classify(exc).category in ANSWER_FAILURES:
+            journal.forget([task.agent], task.cycle)
 
 
 # name -> factory; a distributed executor registers itself here (``--executor NAME``).

@@ -38,6 +38,8 @@ from pliny.framework.model import END, Agent, Framework, Phase
 from pliny.llm.classify import classify
 from pliny.logs import logger
 
+# Failures a replay cannot fix: the model's recorded answers must be asked again.
+
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
     return {**(left or {}), **(right or {})}

@@ -86,7 +86,6 @@ def _parse_name(name: str) -> tuple[str, str | None, int]:
 
 async def rollback_session(workspace: Path, session_id: str | None, name: str, force: bool) -> str:
     from pliny.checkpoints.store import CheckpointStore
-    from pliny.config.settings import load_settings
     from pliny.events import Rollback
 
     sessions = SessionStore(workspace)
@@ -119,8 +118,9 @@ async def rollback_session(workspace: Path, session_id: str | None, name: str, f
     state.options.pop("rollback_pending", None)
     sessions.save(state)
     from pliny.audit.log import open_log
+    from pliny.lifecycle.sessionconfig import audit_settings
 
-    log = open_log(workspace, load_settings(workspace).audit, state.id)
+    log = open_log(workspace, audit_settings(workspace, state.id), state.id)
     try:
         log(Rollback(session=state.id, name=name, commit=info.commit, files=list(result.files)))
     finally:

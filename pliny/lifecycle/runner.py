@@ -33,6 +33,7 @@ from pliny.events import (
 )
 from pliny.framework import model as fwmod
 from pliny.lifecycle import assembly as wiring
+from pliny.lifecycle import sessionconfig
 from pliny.lifecycle.store import SessionState, SessionStore
 from pliny.logs import logger
 
@@ -90,7 +91,11 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
             f"run `pliny rollback {pending}` again first"
         )
     overrides = deep_merge(state.options.get("overrides", {}) if state else {}, opts.overrides)
-    settings = load_settings(opts.workspace, opts.config_path, overrides)
+    # The file layer the session started with (or an explicit new --config), never re-read
+    # silently: a resume keeps its budget and audit dir.
+    layer, config_snapshot = sessionconfig.choose_layer(opts.workspace, state, opts.config_path)
+    settings = load_settings(opts.workspace, opts.config_path, overrides, layer=layer)
+    sessionconfig.announce_overrides(state, opts.overrides)
     if settings.alerts:
         from pliny.observe.alerts import validate_rules
 
@@ -128,10 +133,12 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
         apply_retention(opts.workspace, settings)
         # Written whole, as a run in progress: if this process dies before the run
         # proper starts, the session shows `crashed` and `resume` can finish it.
+        options = {sessionconfig.KEY: config_snapshot, "overrides": overrides}
         state = store.create(opts.name or task[:60], opts.session_id, framework=name, task=task,
-                             status="in_progress", pid=os.getpid())  # fmt: skip
+                             status="in_progress", pid=os.getpid(), options=options)  # fmt: skip
     state.framework, state.task = name, task
     state.options["overrides"] = overrides
+    state.options[sessionconfig.KEY] = config_snapshot
     if opts.model:
         state.options["model"] = opts.model
     if opts.parallel is not None:

@@ -31,11 +31,11 @@ def age(iso: str) -> str:
 
 def progress_of(workspace: Path, state: SessionState):  # noqa: ANN201
     from pliny.audit.log import log_path
-    from pliny.config.settings import load_settings
     from pliny.framework.model import load
+    from pliny.lifecycle.sessionconfig import audit_settings
     from pliny.observe.progress import Progress
 
-    log = log_path(workspace, load_settings(workspace).audit, state.id)
+    log = log_path(workspace, audit_settings(workspace, state.id), state.id)
     progress = Progress.for_framework(load(state.framework or "rise")).replay(log)
     progress.status = state.status
     progress.session = state.id

@@ -46,6 +46,15 @@ class Breach:
             f"used {fmt(self.used)} + next call up to {fmt(self.estimate)}"
         )
 
+    def hint(self) -> str:
+        """How to raise it: a resume keeps the settings the session started with."""
+        if self.scope == "session":
+            flag = "--max-cost-usd" if self.limit == "max_cost_usd" else "--max-tokens"
+            return f"raise {self.config_key()}: `pliny session resume {flag} N`, or --config FILE"
+        return (
+            f"raise {self.config_key()} in a config file, then `pliny session resume --config FILE`"
+        )
+
     def config_key(self) -> str:
         kind, _, name = self.scope.partition(":")
         return {"session": "budgets", "phase": f"budgets.phases.{name}"}.get(
@@ -135,9 +144,6 @@ class BudgetGuard:
         found = self.breach(phase, agent, estimate_tokens, estimate_cost)
         if found is None:
             return
-        exc = BudgetExceeded(
-            found.message(),
-            hint=f"raise {found.config_key()} in pliny.yaml, then `pliny session resume`",
-        )
+        exc = BudgetExceeded(found.message(), hint=found.hint())
         exc.breach = found  # type: ignore[attr-defined]
         raise exc

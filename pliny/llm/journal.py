@@ -75,12 +75,17 @@ class Journal:
                 (agent, cycle, rhash, occurrence, text),
             )
 
-    def forget(self, agents: list[str]) -> int:
-        """Drop an agent's recorded calls (``--rerun`` wants fresh answers)."""
+    def forget(self, agents: list[str], cycle: int | None = None) -> int:
+        """Drop an agent's recorded calls (``--rerun`` wants fresh answers), or one cycle's."""
         with self._lock:
-            cur = self._db.executemany(
-                "DELETE FROM responses WHERE agent=?", [(a,) for a in agents]
-            )
+            if cycle is None:
+                cur = self._db.executemany(
+                    "DELETE FROM responses WHERE agent=?", [(a,) for a in agents]
+                )
+            else:
+                cur = self._db.executemany(
+                    "DELETE FROM responses WHERE agent=? AND cycle=?", [(a, cycle) for a in agents]
+                )
         return cur.rowcount
 
     def count(self) -> int:

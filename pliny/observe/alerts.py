@@ -51,12 +51,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from loguru import logger
-
 from pliny.audit.reader import TERMINAL
 from pliny.config.settings import WORKSPACE_CONFIG, AlertRule
 from pliny.errors import ConfigError
 from pliny.events import Alert, Event, Warning_
+from pliny.logs import logger
 from pliny.usage import Usage
 
 METRICS = ("cost_usd", "tokens", "llm_calls", "errors", "retries", "error_rate",
