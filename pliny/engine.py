@@ -24,7 +24,7 @@ from loguru import logger
 
 from pliny.agent import AgentRun, run_agent
 from pliny.classify import classify
-from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
+from pliny.errors import AuditFailure, BudgetExceeded, Cancelled, PlinyError, SystemFailure
 from pliny.events import AgentCompleted, AgentFailed, AgentStarted, PhaseCompleted, PhaseStarted
 from pliny.framework import END, Agent, Framework, Phase
 from pliny.llm import CallContext
@@ -128,7 +128,7 @@ class Engine:
                 )
             except Exception as exc:  # noqa: BLE001 - classified, then policy decides
                 err = classify(exc)
-                if isinstance(err, BudgetExceeded | Cancelled):
+                if isinstance(err, BudgetExceeded | Cancelled | AuditFailure):
                     raise err from exc
                 return self._failed(phase, agent, err)
             bus.emit(

@@ -135,6 +135,7 @@ class LLMCall(Event):
     request_id: str | None = None
     request_hash: str = ""
     replayed: bool = False  # answered from the resume journal, not re-sent
+    recovered: bool = False  # paid in an earlier run that could not audit it (e.g. disk full)
     cache_hit: bool = False  # answered from the opt-in result cache
     finish_reason: str | None = None
     tool_calls: int = 0

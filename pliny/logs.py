@@ -21,7 +21,10 @@ def setup() -> None:
     """The CLI's stderr sink (replacing loguru's default DEBUG-to-stderr one)."""
     logger.remove()
     level = os.environ.get("PLINY_LOG", "WARNING").upper()
-    logger.add(sys.stderr, level=level, format="pliny: {level.name.lower()}: {message}")
+    # A callable: loguru's format strings cannot call methods ({level.name.lower()} raised).
+    logger.add(
+        sys.stderr, level=level, format=lambda r: f"pliny: {r['level'].name.lower()}: {{message}}\n"
+    )
 
 
 def session_log(session_dir: Path) -> int:
