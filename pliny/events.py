@@ -182,6 +182,7 @@ class Rollback(Event):
     name: str = ""
     commit: str = ""
     files: list[str] = Field(default_factory=list)
+    forked: bool | None = None  # the run state went back too (None: logs before this field)
 
 
 class BudgetExceededEvent(Event):
