@@ -24,6 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,6 +249,30 @@ def journal_hashes(ws: Path, session: str = SESSION) -> set[str]:
         con.close()
 
 
+def journal_ids(ws: Path, session: str = SESSION) -> list[str]:
+    """The completion ids of the journaled answers (each one a paid call)."""
+    db = ws / ".pliny" / "sessions" / session / "journal.sqlite"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT response FROM responses").fetchall()
+        return [json.loads(row[0]).get("id") for row in rows]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def unpaid_or_twice(ws: Path, session: str = SESSION) -> list[str]:
+    """Journaled answers whose paid llm_call is missing from the log, or there twice."""
+    paid = Counter(e.get("request_id") for e in events(ws, session) if e["type"] == "llm_call"
+                   and not e["replayed"] and not e.get("rejected"))  # fmt: skip
+    problems = [f"journaled answer {rid} has no paid llm_call" for rid in journal_ids(ws, session)
+                if not paid[rid]]  # fmt: skip
+    return problems + [f"llm_call {rid} paid {n} times" for rid, n in paid.items() if n > 1]
+
+
 def state(ws: Path, session: str = SESSION) -> dict[str, Any]:
     path = ws / ".pliny" / "sessions" / session / "state.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -364,6 +389,7 @@ def verify(ws: Path, server: FakeServer, ref: Reference, ledger: Ledger,
     if (found := checkpoints(ws, session)) != ref.checkpoints:
         odd = sorted(set(found.items()) ^ set(ref.checkpoints.items()), key=str)
         problems.append(f"checkpoints differ: {odd}")
+    problems += unpaid_or_twice(ws, session)
     audit = run(ws, server, "audit", "verify", session)
     if audit.returncode != 0:
         problems.append(f"audit verify: {(audit.stdout + audit.stderr).strip()}")

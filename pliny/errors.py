@@ -111,6 +111,17 @@ class SystemFailure(PlinyError):
     code = "PLINY-SYSTEM"
 
 
+class AuditFailure(SystemFailure):
+    """The audit log cannot be written (e.g. ENOSPC): the run stops, resumable.
+
+    Never retried and never turned into an agent failure: nothing may go on
+    that the log cannot record.
+    """
+
+    code = "PLINY-SYS-AUDIT"
+    recoverable = True
+
+
 class BudgetExceeded(PlinyError):
     category = Category.BUDGET
     code = "PLINY-BUDGET"

@@ -135,6 +135,7 @@ class LLMCall(Event):
     request_id: str | None = None
     request_hash: str = ""
     replayed: bool = False  # answered from the resume journal, not re-sent
+    recovered: bool = False  # paid in an earlier run that could not audit it (e.g. disk full)
     cache_hit: bool = False  # answered from the opt-in result cache
     finish_reason: str | None = None
     tool_calls: int = 0
@@ -181,6 +182,7 @@ class Rollback(Event):
     name: str = ""
     commit: str = ""
     files: list[str] = Field(default_factory=list)
+    forked: bool | None = None  # the run state went back too (None: logs before this field)
 
 
 class BudgetExceededEvent(Event):

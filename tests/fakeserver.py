@@ -339,7 +339,7 @@ class FakeServer:
 
     def _answer(self, rec: RecordedRequest, body: dict[str, Any], rule: Rule | None) -> Any:
         msg, finish = self._message(rec, body, rule)
-        rid = f"chatcmpl-fake{rec.id}"
+        rid = (rule.response_id if rule else None) or f"chatcmpl-fake{rec.id}"
         fault = rule.fault if rule else None
         rec.outcome = fault or rec.outcome or "reply"
         usage = self._usage(body, msg, rule)

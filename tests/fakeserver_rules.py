@@ -39,6 +39,7 @@ class Rule:
     finish_reason: str | None = None  # override ("length", "content_filter", ...)
     usage: bool | dict[str, int] | None = None  # False: omit; dict: override numbers
     content_type: str = "application/json"  # header sent with the "not_json" body
+    response_id: str | None = None  # the completion's id (default chatcmpl-fake<n>)
     hits: int = field(default=0, init=False)  # times this rule answered
 
     def __post_init__(self) -> None:

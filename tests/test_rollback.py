@@ -218,3 +218,37 @@ def test_interrupted_rollback_is_reported_then_finished(
     assert run(ws, server, "session", "resume", SESSION).returncode == 0
     assert outputs(ws) == outputs(completed)
     assert server.count() == 0
+
+
+def test_session_show_after_a_rollback_shows_the_rolled_back_agents_pending(
+    ws: Path, server: FakeServer
+) -> None:
+    """After `rollback after-research` only the researchers are done; the later agents are
+    pending and their tokens leave the current state, while `totals` (spent in total, as
+    in the audit log, which is never rolled back) keep them."""
+    before = json.loads(run(ws, server, "session", "show", SESSION, "--json").stdout)
+    assert run(ws, server, "rollback", "after-research").returncode == 0
+    shown = json.loads(run(ws, server, "session", "show", SESSION, "--format", "json").stdout)
+    states = {p["name"]: p["state"] for p in shown["phases"]}
+    assert states == {"research": "done", "identify": "pending", "synthesize": "pending",
+                      "execute": "pending"}  # fmt: skip
+    agents = {a["name"]: a for p in shown["phases"] for a in p["agents"]}
+    for name in ("findings", "planner", "executor"):
+        assert agents[name]["state"] == "pending", agents[name]
+        assert agents[name]["tokens"] == 0 and agents[name]["cost_usd"] == 0, agents[name]
+    research = [agents[a] for a in ("research-code", "research-docs", "research-task")]
+    assert all(a["state"] == "done" and a["tokens"] > 0 for a in research)
+    assert shown["totals"] == before["totals"], "money spent is never rolled back"
+    assert shown["current_state"]["tokens"] == sum(a["tokens"] for a in research)
+    assert 0 < shown["current_state"]["cost_usd"] < shown["totals"]["cost_usd"]
+    assert shown["current_state"]["rolled_back_to"] == "after-research"
+
+    text = run(ws, server, "session", "show", SESSION).stdout
+    assert "- findings [pending]" in text and "- research-code [done]" in text, text
+    assert "current state (rolled back to after-research)" in text, text
+
+    resumed = run(ws, server, "session", "resume", SESSION)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again = json.loads(run(ws, server, "session", "show", SESSION, "--json").stdout)
+    assert {a["state"] for p in again["phases"] for a in p["agents"]} == {"done"}
+    assert again["current_state"]["rolled_back_to"] is None

@@ -18,6 +18,7 @@ written and cannot be detected from the file alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pliny.atomicfile import PRIVATE_FILE, fsync_dir, private_dir
-from pliny.errors import SystemFailure
+from pliny.errors import AuditFailure
 from pliny.events import Event, LogRepaired
 from pliny.redact import Redactor
 
@@ -204,7 +205,7 @@ class AuditLog:
     def __call__(self, event: Event) -> None:
         with self._lock:
             if self._fd is None:
-                raise SystemFailure(f"audit log {self.path} is closed")
+                raise AuditFailure(f"audit log {self.path} is closed")
             seq = self._seq + 1
             line = self._encode(event, seq, self._prev)
             self._write(line)
@@ -215,7 +216,7 @@ class AuditLog:
                 try:
                     _sync(self._fd)
                 except OSError as exc:  # written but maybe not durable: say so, loudly
-                    raise SystemFailure(f"cannot fsync audit log {self.path}: {exc}") from exc
+                    raise self._failure("fsync", exc) from exc
             else:
                 self._dirty = True
 
@@ -235,15 +236,23 @@ class AuditLog:
 
     def _write(self, line: bytes) -> None:
         assert self._fd is not None
+        done = 0
         try:
-            written = os.write(self._fd, line)
+            while done < len(line):  # a short write is retried: the next one names the cause
+                done += os.write(self._fd, line[done:])
         except OSError as exc:
-            self._undo()
-            raise SystemFailure(f"cannot write audit log {self.path}: {exc}") from exc
-        if written != len(line):  # disk full mid-line: leave no torn line behind
-            self._undo()
-            raise SystemFailure(f"cannot write audit log {self.path}: short write")
-        self._size += written
+            self._undo()  # leave no torn line behind
+            raise self._failure("write", exc) from exc
+        self._size += done
+
+    def _failure(self, what: str, exc: OSError) -> AuditFailure:
+        """One line naming the file, the errno and what to do (ENOSPC: free space)."""
+        name = errno.errorcode.get(exc.errno or 0, "OSError")
+        where = f"free space in {self.path.parent}, then " if exc.errno == errno.ENOSPC else ""
+        return AuditFailure(
+            f"cannot {what} audit log {self.path}: {name}: {exc.strerror or exc}",
+            hint=f"{where}`pliny session resume`",
+        )
 
     def _undo(self) -> None:
         assert self._fd is not None

@@ -232,7 +232,7 @@ def _report(outcome: Any, progress: Any, json_out: bool) -> None:
     if summary["files_written"]:
         console.print("outputs: " + ", ".join(summary["files_written"]))
     if outcome.error is not None:
-        console.print(f"[red]error:[/] {outcome.error}", highlight=False)
+        console.print(f"[red]error:[/] {outcome.error}", highlight=False, soft_wrap=True)
         if outcome.error.recoverable:
             console.print(f"resume with: pliny session resume {outcome.session.id}")
     sys.stderr.flush()

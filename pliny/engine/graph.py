@@ -25,7 +25,7 @@ from typing import Annotated, Any, TypedDict
 
 from pliny.config.settings import Settings
 from pliny.engine.executor import AgentTask, Executor, task_inputs
-from pliny.errors import BudgetExceeded, Cancelled, PlinyError, SystemFailure
+from pliny.errors import AuditFailure, BudgetExceeded, Cancelled, PlinyError, SystemFailure
 from pliny.events import (
     AgentCompleted,
     AgentFailed,
@@ -37,8 +37,6 @@ from pliny.events import (
 from pliny.framework.model import END, Agent, Framework, Phase
 from pliny.llm.classify import classify
 from pliny.logs import logger
-
-# Failures a replay cannot fix: the model's recorded answers must be asked again.
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -159,7 +157,7 @@ class Engine:
                 )
             except Exception as exc:  # noqa: BLE001 - classified, then policy decides
                 err = classify(exc)
-                if isinstance(err, BudgetExceeded | Cancelled):
+                if isinstance(err, BudgetExceeded | Cancelled | AuditFailure):
                     raise err from exc
                 return self._failed(phase, agent, err)
             bus.emit(

@@ -73,7 +73,7 @@ def _phase_entered(snapshots: list[Any], phase: str, cycle: int) -> Any | None:
     return None
 
 
-def _parse_name(name: str) -> tuple[str, str | None, int]:
+def parse_checkpoint_name(name: str) -> tuple[str, str | None, int]:
     """after-<phase>[-<cycle>] or after-<phase>.<agent>[-<cycle>]."""
     body = name.removeprefix("after-")
     cycle = 1
@@ -96,7 +96,7 @@ async def rollback_session(workspace: Path, session_id: str | None, name: str, f
     info = store.get(name)  # unknown name -> UsageError listing the known ones
     fork = None
     if name.startswith("after-"):
-        phase, agent, cycle = _parse_name(name)
+        phase, agent, cycle = parse_checkpoint_name(name)
         snapshots = await _history(sessions, state)
         fork = (_phase_entered if agent else _after_phase)(snapshots, phase, cycle)
     # Mark the session first: if we die mid-rollback, the next run refuses
@@ -122,7 +122,8 @@ async def rollback_session(workspace: Path, session_id: str | None, name: str, f
 
     log = open_log(workspace, audit_settings(workspace, state.id), state.id)
     try:
-        log(Rollback(session=state.id, name=name, commit=info.commit, files=list(result.files)))
+        log(Rollback(session=state.id, name=name, commit=info.commit, files=list(result.files),
+                     forked=fork is not None))  # fmt: skip
     finally:
         log.close()
     where = "the run continues from there" if fork else "run state unchanged (manual checkpoint)"

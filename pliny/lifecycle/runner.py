@@ -289,19 +289,24 @@ def _ended(store: SessionStore, state: SessionState, bus: EventBus, exc: BaseExc
         logger.opt(exception=exc).error("unexpected error in session {}", state.id)
     else:
         logger.info("session {} ended: {} {}", state.id, err.code, err.message)
+    ending: list[Event]
     if isinstance(err, Cancelled):
-        state.status = "cancelled"
-        bus.emit(SessionCancelled(reason=err.message))
+        state.status, ending = "cancelled", [SessionCancelled(reason=err.message)]
     elif isinstance(err, BudgetExceeded):
-        if (breach := getattr(err, "breach", None)) is not None:
-            bus.emit(breach.to_event())
+        breach = getattr(err, "breach", None)
+        ending = [breach.to_event()] if breach is not None else []
         state.status = "paused"
-        bus.emit(SessionPaused(reason=err.message))
+        ending.append(SessionPaused(reason=err.message))
     else:
         state.status = "failed"
-        bus.emit(SessionFailed(category=err.category, code=err.code, message=err.message))
+        ending = [SessionFailed(category=err.category, code=err.code, message=err.message)]
     state.error = {"category": str(err.category), "code": err.code, "message": str(err)}
-    store.save(state)
+    store.save(state)  # first: a full disk under the audit log must not hide the ending
+    try:
+        for event in ending:
+            bus.emit(event)
+    except PlinyError as again:  # the audit log is what failed (e.g. ENOSPC): err says so
+        logger.info("session {}: ending not audited: {}", state.id, again.message)
     return Outcome(state, state.status, err, {}, err.exit_code)
 
 

@@ -30,16 +30,26 @@ def age(iso: str) -> str:
 
 
 def progress_of(workspace: Path, state: SessionState):  # noqa: ANN201
-    from pliny.audit.log import log_path
+    """The session's Progress in its *current* state: rollbacks applied (see runstate)."""
+    return _fold(workspace, state).progress
+
+
+def _fold(workspace: Path, state: SessionState):  # noqa: ANN202
+    from pliny.audit.log import log_path, read_events
     from pliny.framework.model import load
+    from pliny.lifecycle.runstate import RollbackFold
     from pliny.lifecycle.sessionconfig import audit_settings
     from pliny.observe.progress import Progress
 
     log = log_path(workspace, audit_settings(workspace, state.id), state.id)
-    progress = Progress.for_framework(load(state.framework or "rise")).replay(log)
-    progress.status = state.status
-    progress.session = state.id
-    return progress
+    fold = RollbackFold(Progress.for_framework(load(state.framework or "rise")))
+    if log.exists():
+        for event in read_events(log):
+            fold.progress(event)
+            fold(event)
+    fold.progress.status = state.status
+    fold.progress.session = state.id
+    return fold
 
 
 def snapshot(workspace: Path, session_id: str | None, fmt: str) -> str:
@@ -54,12 +64,16 @@ def snapshot(workspace: Path, session_id: str | None, fmt: str) -> str:
 
             return json.dumps({"session": state.model_dump(), "graph": None}, indent=2)
         return f"{state.id} ({state.name}): {state.status}, not run yet"
-    progress = progress_of(workspace, state)
-    text = render(load(state.framework), fmt, progress)
+    fold = _fold(workspace, state)
+    text = render(load(state.framework), fmt, fold.progress)
     if fmt == "json":
         import json
 
         data = json.loads(text)
+        # totals: spent in total (every run, like the audit log); current_state: what the
+        # agents as shown account for, without the work a rollback took back.
+        data["totals"].update(fold.spent())
+        data["current_state"] = fold.current()
         data["session"] = state.model_dump()
         return json.dumps(data, indent=2)
     if fmt == "text":
@@ -68,8 +82,20 @@ def snapshot(workspace: Path, session_id: str | None, fmt: str) -> str:
         )
         if state.error:
             header += f"\nerror: {state.error.get('message')}"
-        return header + "\n" + text
+        return header + "\n" + text + _current_line(fold)
     return text
+
+
+def _current_line(fold) -> str:  # noqa: ANN001
+    """Text: the current state's figures, when a rollback set them apart from the spent ones."""
+    if fold.rolled_back_to is None:
+        return ""
+    c, s = fold.current(), fold.spent()
+    return (
+        f"\ncurrent state (rolled back to {c['rolled_back_to']}): {c['calls']} calls · "
+        f"{c['tokens']:,} tokens · ${c['cost_usd']:.4f}; spent in total: "
+        f"{s['calls']} calls · {s['tokens']:,} tokens · ${s['cost_usd']:.4f}"
+    )
 
 
 def cancel_running(workspace: Path, session_id: str | None) -> str:

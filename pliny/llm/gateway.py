@@ -218,10 +218,33 @@ class LLMGateway:
             self._check_budget(ctx, request)
         async with self._slot(ctx):
             data, attempt, latency = await self._send_with_retry(ctx, request, chain, rhash)
+        event = self._call_event(ctx, request, data, rhash, latency_ms=latency, attempt=attempt)
+        if self.journal:  # answer and its pending llm_call in one commit: paid is never lost
+            self.journal.put(*key, data, event=event.model_dump_json())
+        self.bus.emit(event)
         if self.journal:
-            self.journal.put(*key, data)
-        self._emit_call(ctx, request, data, rhash, latency_ms=latency, attempt=attempt)
+            self.journal.audited(*key)
         return self._reply(data)
+
+    def recover_unaudited(self, history: list[Any]) -> int:
+        """Emit the paid calls an earlier run journaled but could not audit (e.g. disk full).
+
+        Each is a paid ``llm_call`` flagged ``recovered`` with its real tokens and
+        cost and its original ``ts`` (when it was paid), emitted once: a copy the
+        log already holds (a crash right after the ack) is only dropped from the
+        journal. Returns how many were emitted.
+        """
+        if self.journal is None:
+            return 0
+        logged = {_call_identity(e) for e in history if e.type == "llm_call"}
+        emitted = 0
+        for key, raw in self.journal.unaudited():
+            event = LLMCall.model_validate_json(raw)
+            if _call_identity(event) not in logged:
+                self.bus.emit(event.model_copy(update={"recovered": True}))
+                emitted += 1
+            self.journal.audited(*key)
+        return emitted
 
     def _check_budget(self, ctx: CallContext, request: dict[str, Any]) -> None:
         estimate_tokens = tokens.count_messages(request["messages"]) + request["max_tokens"]
@@ -319,6 +342,23 @@ class LLMGateway:
         replayed: bool = False,
         rejected: str | None = None,
     ) -> None:
+        self.bus.emit(
+            self._call_event(ctx, request, data, rhash, latency_ms=latency_ms, attempt=attempt,
+                             replayed=replayed, rejected=rejected)  # fmt: skip
+        )
+
+    def _call_event(
+        self,
+        ctx: CallContext,
+        request: dict[str, Any],
+        data: dict[str, Any],
+        rhash: str,
+        *,
+        latency_ms: float,
+        attempt: int,
+        replayed: bool = False,
+        rejected: str | None = None,
+    ) -> LLMCall:
         usage = data.get("usage")
         estimated = usage is None
         if estimated:
@@ -330,27 +370,25 @@ class LLMGateway:
             }
         model = data.get("model") or request["model"]
         cost, table_hash = self._price(model, usage, replayed)
-        self.bus.emit(
-            LLMCall(
-                phase=ctx.phase,
-                agent=ctx.agent,
-                model=model,
-                endpoint=self.host,
-                prompt_tokens=usage["prompt_tokens"],
-                completion_tokens=usage["completion_tokens"],
-                cached_tokens=usage["cached_tokens"],
-                tokens_estimated=estimated,
-                latency_ms=round(latency_ms, 2),
-                cost_usd=cost,
-                pricing_hash=table_hash,
-                attempt=attempt,
-                request_id=data.get("id"),
-                request_hash=rhash,
-                replayed=replayed,
-                finish_reason=data.get("finish_reason"),
-                tool_calls=len(data.get("tool_calls", [])),
-                rejected=rejected,
-            )
+        return LLMCall(
+            phase=ctx.phase,
+            agent=ctx.agent,
+            model=model,
+            endpoint=self.host,
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            cached_tokens=usage["cached_tokens"],
+            tokens_estimated=estimated,
+            latency_ms=round(latency_ms, 2),
+            cost_usd=cost,
+            pricing_hash=table_hash,
+            attempt=attempt,
+            request_id=data.get("id"),
+            request_hash=rhash,
+            replayed=replayed,
+            finish_reason=data.get("finish_reason"),
+            tool_calls=len(data.get("tool_calls", [])),
+            rejected=rejected,
         )
 
     def _price(
@@ -385,6 +423,12 @@ class LLMGateway:
             model=data.get("model") or "",
             replayed=replayed,
         )
+
+
+def _call_identity(event: Any) -> tuple[Any, ...]:
+    """What tells one paid call's llm_call apart (a recovered copy keeps its ``ts``)."""
+    fields = ("agent", "request_hash", "request_id", "ts", "replayed")
+    return tuple(getattr(event, name, None) for name in fields)
 
 
 def _check_answer(data: dict[str, Any], request: dict[str, Any]) -> None:

@@ -10,6 +10,14 @@ LangGraph's known weakness of re-running a node that had finished (#8039).
 
 Key: (agent, cycle, request hash, occurrence). ``occurrence`` counts identical
 requests within one agent run, so a deliberate repeat is not collapsed.
+
+Paid but not audited: the call's ``llm_call`` event is committed here (table
+``unaudited``) in the same transaction as its answer, and deleted once the
+audit log acknowledged it. A row left behind (the audit write failed, e.g.
+disk full, or a crash in between) is emitted by the next run as a *paid*
+call flagged ``recovered`` (real tokens and cost), not as a $0 replay, and
+once only: a copy already in the log (crash after the ack) is just dropped.
+``forget`` leaves these rows alone: the money was spent either way.
 """
 
 from __future__ import annotations
@@ -33,8 +41,18 @@ CREATE TABLE IF NOT EXISTS responses (
     response TEXT NOT NULL,
     created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     PRIMARY KEY (agent, cycle, request_hash, occurrence)
-)
+);
+CREATE TABLE IF NOT EXISTS unaudited (
+    agent TEXT NOT NULL,
+    cycle INTEGER NOT NULL,
+    request_hash TEXT NOT NULL,
+    occurrence INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (agent, cycle, request_hash, occurrence)
+);
 """
+_KEY = "agent=? AND cycle=? AND request_hash=? AND occurrence=?"
+Key = tuple[str, int, str, int]
 
 
 def request_hash(request: dict[str, Any]) -> str:
@@ -49,7 +67,7 @@ class Journal:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._redactor = Redactor()
 
@@ -63,17 +81,52 @@ class Journal:
         return json.loads(row[0]) if row else None
 
     def put(
-        self, agent: str, cycle: int, rhash: str, occurrence: int, response: dict[str, Any]
+        self,
+        agent: str,
+        cycle: int,
+        rhash: str,
+        occurrence: int,
+        response: dict[str, Any],
+        event: str | None = None,
     ) -> None:
+        """Record an answer; ``event`` (its ``llm_call`` JSON) stays pending until audited."""
+        key = (agent, cycle, rhash, occurrence)
         text = json.dumps(response)
         if self._redactor.needed(text):  # a model may echo a key it saw
             text = json.dumps(self._redactor.scrub(response))
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO responses (agent, cycle, request_hash, occurrence,"
+                    " response) VALUES (?, ?, ?, ?, ?)",
+                    (*key, text),
+                )
+                if event is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO unaudited (agent, cycle, request_hash,"
+                        " occurrence, event) VALUES (?, ?, ?, ?, ?)",
+                        (*key, event),
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def audited(self, agent: str, cycle: int, rhash: str, occurrence: int) -> None:
+        """The audit log acknowledged this call's ``llm_call`` event."""
+        with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO responses (agent, cycle, request_hash, occurrence,"
-                " response) VALUES (?, ?, ?, ?, ?)",
-                (agent, cycle, rhash, occurrence, text),
+                f"DELETE FROM unaudited WHERE {_KEY}", (agent, cycle, rhash, occurrence)
             )
+
+    def unaudited(self) -> list[tuple[Key, str]]:
+        """Paid calls whose ``llm_call`` event the audit log never acknowledged, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT agent, cycle, request_hash, occurrence, event FROM unaudited ORDER BY rowid"
+            ).fetchall()
+        return [((a, c, h, o), event) for a, c, h, o, event in rows]
 
     def forget(self, agents: list[str], cycle: int | None = None) -> int:
         """Drop an agent's recorded calls (``--rerun`` wants fresh answers), or one cycle's."""

@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from pliny.config.settings import ErrorHandling, RetryStrategy
-from pliny.errors import Category, PlinyError
+from pliny.errors import AuditFailure, Category, PlinyError
 from pliny.events import Retry
 from pliny.llm.classify import classify as default_classify
 
@@ -133,7 +133,7 @@ class _Policy:
 
     def retryable(self, exc: BaseException) -> bool:
         """tenacity ``retry``: is this *kind* of failure worth another attempt?"""
-        if not isinstance(exc, PlinyError) or not exc.recoverable:
+        if not isinstance(exc, PlinyError) or not exc.recoverable or isinstance(exc, AuditFailure):
             return False
         if self.strategy(exc) is None:
             return False
