@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from pliny import tokens
+from pliny.circuit import gave_up
 from pliny.classify import Code, bad_response, classify
-from pliny.errors import AIError
+from pliny.errors import AIError, NetworkError
 from pliny.events import Error, EventBus, LLMCall, LLMQueued
 from pliny.journal import Journal, request_hash
 from pliny.retry import ModelChain, RetryInfo, call_with_retry, strategies_for_chain
@@ -275,7 +276,12 @@ class LLMGateway:
                                     code=info.code, message=message, recoverable=True))  # fmt: skip
 
         strategies = strategies_for_chain(self.settings.error_handling.retry_strategies, chain)
-        data = await call_with_retry(attempt, strategies=strategies, on_retry=on_retry)
+        try:
+            data = await call_with_retry(attempt, strategies=strategies, on_retry=on_retry)
+        except NetworkError as err:  # the endpoint is down: say which, how often, how long
+            breaker = self.breakers.get(self.host) if self.breakers is not None else None
+            url = self.endpoint.base_url or "https://api.openai.com/v1"
+            raise gave_up(err, url, breaker) from err
         return data, attempts, (time.perf_counter() - started) * 1000
 
     def _emit_call(

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pliny.atomicfile import atomic_write
 from pliny.errors import UsageError
+from pliny.gitignore import hide_from_git
 
 Status = Literal["created", "in_progress", "completed", "failed", "crashed", "cancelled", "paused"]
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -76,6 +77,7 @@ class SessionStore:
         if (self.dir(session_id) / "state.json").exists():
             raise UsageError(f"session {session_id!r} already exists")
         state = SessionState(id=session_id, name=name, **fields)
+        hide_from_git(self.root)
         self.save(state)
         self.set_current(session_id)
         return state
