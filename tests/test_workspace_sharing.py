@@ -75,8 +75,9 @@ def summary(proc: subprocess.CompletedProcess) -> dict:
 def test_a_second_session_does_not_overwrite_the_first_ones_deliverable(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
-    fake_server.script(system="careful implementer", user="task-one", reply="FIRST SESSION'S ANSWER")
-    fake_server.script(system="careful implementer", user="task-two", reply="SECOND SESSION'S ANSWER")
+    executor = "careful implementer"  # the rise executor's role
+    fake_server.script(system=executor, user="task-one", reply="FIRST SESSION'S ANSWER")
+    fake_server.script(system=executor, user="task-two", reply="SECOND SESSION'S ANSWER")
     first = summary(pliny(tmp_path, fake_server, "execute", "-f", "rise", "-t", "task-one",
                           "--json"))  # fmt: skip
     assert "DELIVERABLE.md" in first["files_written"]
@@ -96,7 +97,7 @@ def test_a_second_session_does_not_overwrite_the_first_ones_deliverable(
 
     # the first session, run again, still owns and rewrites DELIVERABLE.md
     fake_server.reset()
-    fake_server.script(system="careful implementer", reply="FIRST, REVISED")
+    fake_server.script(system=executor, reply="FIRST, REVISED")
     again = pliny(tmp_path, fake_server, "execute", "-s", first["session"], "--rerun", "executor")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "DELIVERABLE.md").read_text().strip() == "FIRST, REVISED"
