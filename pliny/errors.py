@@ -38,6 +38,8 @@ class PlinyError(Exception):
     recoverable: bool = False
     exit_code: int = EXIT_FAILED
     attempts: int = 1  # set by the retry policy when it gives up
+    elapsed_s: float | None = None  # ... with the seconds it spent
+    budget_s: float | None = None  # ... and the category's time budget (max_elapsed)
 
     def __init__(
         self,

@@ -186,7 +186,7 @@ def test_clean_by_status_and_age(ws: Path, fake_server: FakeServer) -> None:
     assert left() == {"cancelled-new"}
     ok(ws, fake_server, "session", "clean", "--all")
     assert left() == set()
-    assert {p.stem for p in (ws / "audit-logs").iterdir()} == set(sids.values())
+    assert {p.stem for p in (ws / "audit-logs").glob("*.jsonl")} == set(sids.values())
 
 
 def test_state_retention_at_start(ws: Path, fake_server: FakeServer) -> None:

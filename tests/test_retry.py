@@ -374,3 +374,44 @@ def test_real_client_429_with_retry_after_then_success():
     assert (model, requests) == ("m1", 3)
     assert [i.code for i in rec.infos] == [Code.NET_RATE_LIMIT, Code.NET_DROPPED]
     assert rec.sleeps == [1.0, 0.02]  # Retry-After, then the 2nd network backoff step
+
+
+# --- the time budget (max_elapsed) -------------------------------------------------------------
+
+
+class Clock:
+    """A clock the recorded sleeps advance, so a time budget is tested without waiting."""
+
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+
+    def __call__(self) -> float:
+        return sum(self.rec.sleeps)
+
+
+def test_time_budget_stops_retries_before_max_retries():
+    rec = Recorder()
+    fn, seen = scripted(server_error())
+    strategy = exact("constant", max_retries=100, initial_delay=1000, max_elapsed=3.5)
+    with pytest.raises(PlinyError) as info:
+        run(fn, {"network": strategy}, rec, clock=Clock(rec))
+    # retries start at 1, 2 and 3 s; the next would start at 4 s, past the 3.5 s budget
+    assert seen == [1, 2, 3, 4] and rec.sleeps == [1.0, 1.0, 1.0]
+    assert info.value.attempts == 4
+    assert info.value.elapsed_s == pytest.approx(3.0) and info.value.budget_s == 3.5
+
+
+def test_a_retry_after_past_the_budget_gives_up_at_once():
+    rec = Recorder()
+    limited = status_error(openai.RateLimitError, 429, headers={"retry-after": "30"})
+    fn, seen = scripted(limited, "ok")
+    with pytest.raises(PlinyError):
+        run(fn, {"network": exact(max_elapsed=8)}, rec, clock=Clock(rec))
+    assert seen == [1] and rec.sleeps == []
+
+
+def test_the_built_in_network_strategy_has_a_time_budget():
+    from pliny.config.settings import load_settings
+
+    network = load_settings().error_handling.retry_strategies["network"]
+    assert network.max_elapsed is not None and 0 < network.max_elapsed <= 30

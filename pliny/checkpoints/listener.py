@@ -15,30 +15,6 @@ from pliny.events import AgentCompleted, CheckpointCreated, Event, EventBus, LLM
 from pliny.usage import Usage, fold
 
 
-def exclude_state_dirs(
-    workspace: Path, names: tuple[str, ...] = (".pliny/", "audit-logs/")
-) -> None:
-    """Hide Pliny's own state from ``git status`` via .git/info/exclude (local, never committed)."""
-    import subprocess
-
-    done = subprocess.run(
-        ["git", "rev-parse", "--git-path", "info/exclude"],
-        cwd=workspace,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        return
-    path = (workspace / done.stdout.strip()).resolve()
-    existing = path.read_text().splitlines() if path.exists() else []
-    missing = [n for n in names if n not in existing and "/" + n not in existing]
-    if missing:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as f:
-            f.write("".join(f"/{n}\n" for n in missing))
-
-
 class CheckpointListener:
     def __init__(self, store: Any, session: str, mode: str, bus: EventBus) -> None:
         self.store = store
@@ -52,7 +28,6 @@ class CheckpointListener:
         from pliny.checkpoints.store import CheckpointStore
 
         store = CheckpointStore(workspace, session, workspace / ".pliny" / "sessions" / session)
-        exclude_state_dirs(workspace)
         return cls(store, session, mode, bus)
 
     def prime(self, events: list[Event]) -> None:

@@ -184,8 +184,8 @@ class _LiveView:
             self.live.__exit__(*exc)
 
     def __call__(self, event: Any) -> None:
-        if self.live is not None or self.quiet:
-            return
+        if self.quiet or (self.live is not None and event.type != "warning"):
+            return  # a warning is printed above the live table too: it must not pass unseen
         line = _milestone(event)
         if line:
             self.console.print(line, highlight=False)
@@ -202,6 +202,7 @@ def _milestone(event: Any) -> str | None:
         f"({getattr(event, 'category', '')}): {getattr(event, 'message', '')[:120]}",
         "checkpoint_created": f"  ⎇ checkpoint {getattr(event, 'name', '')}",
         "circuit_opened": f"  ⚠ circuit open for {getattr(event, 'endpoint', '')}",
+        "warning": f"  ⚠ {getattr(event, 'message', '')}",
     }.get(event.type)
 
 

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -42,6 +43,27 @@ def parse_duration(value: Any) -> float | None:
 
 
 Seconds = Annotated[float | None, BeforeValidator(parse_duration)]
+
+
+def check_base_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host (and a valid port), else ValueError.
+
+    Checked when the config is read: a typo must be exit 2 at once, not a
+    network error retried for the whole retry budget.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        got = f"scheme {parts.scheme!r}" if parts.netloc else "no scheme"
+        raise ValueError(f"{url!r} is not an http(s) URL ({got}; write http://host:port/v1)")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host (write {parts.scheme}://host:port/v1)")
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port (1-65535)") from None
+    return url.strip()
 
 
 class Strict(BaseModel):
@@ -76,6 +98,11 @@ class LLMSettings(Strict):
     fallback_models: list[str] = Field(default_factory=list)
     local: LocalModel = Field(default_factory=LocalModel)
 
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return check_base_url(value) if value else value
+
 
 class Timeouts(Strict):
     llm_call: Seconds = None  # default: llm.timeout
@@ -100,11 +127,18 @@ class RetryStrategy(Strict):
     max_delay: float = Field(30_000, ge=0, description="milliseconds")
     multiplier: float = Field(2.0, ge=1)
     jitter: bool = True
+    max_elapsed: Seconds = Field(
+        None, gt=0, description="no retry starts later than this after the first attempt (e.g. 20s)"
+    )
+
+
+NETWORK_BUDGET_S = 20.0
 
 
 def _default_strategies() -> dict[str, RetryStrategy]:
     return {
-        "network": RetryStrategy(max_retries=5),
+        # The time budget, not max_retries, decides how long a dead endpoint is tried.
+        "network": RetryStrategy(max_retries=5, max_elapsed=NETWORK_BUDGET_S),
         "tool": RetryStrategy(max_retries=3, backoff="constant", initial_delay=0),
         "validation": RetryStrategy(max_retries=2, backoff="constant", initial_delay=0),
         "ai": RetryStrategy(max_retries=1, backoff="constant", initial_delay=0),
@@ -195,6 +229,7 @@ class Settings(Strict):
 
 
 WORKSPACE_CONFIG = "pliny.yaml"
+STATE_DIR = ".pliny"  # sessions, journals, graph state: never committed, never agent-writable
 
 
 def load_settings(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pliny.engine.tools import Workspace, openai_tools, timed_call
 from pliny.errors import ToolError, ValidationFailure
-from pliny.events import EventBus, LLMCall, Retry, ToolCall
+from pliny.events import EventBus, LLMCall, Retry, ToolCall, Warning_
 from pliny.framework.model import PLACEHOLDER, Agent, Framework
 from pliny.llm.gateway import CallContext, LLMGateway
 
@@ -424,7 +424,7 @@ def _save_outputs(
     if data is not None:
         files.append((f"{base}/{agent.name}{suffix}.json", json.dumps(data, indent=2)))
     if agent.deliverable and agent.deliverable not in written:
-        files.append((agent.deliverable, text))
+        files.append((_deliverable_path(run, phase, agent), text))
     for target, content in files:
         result, duration = timed_call(
             run.workspace, "write_file", {"path": target, "content": content}, agent.name
@@ -446,3 +446,14 @@ def _save_outputs(
         if result.written and result.written not in written:
             written.append(result.written)
     return path
+
+
+def _deliverable_path(run: AgentRun, phase: str, agent: Agent) -> str:
+    """The declared deliverable, or a per-session name when another session owns it."""
+    from pliny.engine.deliverable import claim
+
+    assert agent.deliverable is not None
+    chosen = claim(run.workspace.root, run.session, agent.deliverable)
+    if chosen.note:  # never silent: the live view and the audit log both say it
+        run.bus.emit(Warning_(phase=phase, agent=agent.name, message=chosen.note))
+    return chosen.path

@@ -39,8 +39,8 @@ class PhaseTracker:
 
 def build_workspace(opts: RunOptions, settings: Settings, framework: str | None) -> Workspace:
     """The agents' file tools: Pliny's state and audit log off limits, its config read-only."""
+    from pliny.config.settings import STATE_DIR
     from pliny.framework import model as fwmod
-    from pliny.lifecycle.store import STATE_DIR
 
     readonly: list[str | Path] = [WORKSPACE_CONFIG]
     if opts.config_path is not None:  # relative to the cwd, as load_settings read it

@@ -34,6 +34,7 @@ from pliny.events import (
 from pliny.framework import model as fwmod
 from pliny.lifecycle import assembly as wiring
 from pliny.lifecycle import sessionconfig
+from pliny.lifecycle.gitignore import hide_from_git
 from pliny.lifecycle.store import SessionState, SessionStore
 from pliny.logs import logger
 
@@ -127,6 +128,7 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
             raise fwmod.UsageError(f"{flag}: unknown phase {phase!r} (phases: {known})")
     if settings.execution.checkpoint != "none":
         _check_git(opts.workspace)
+    _check_endpoint(opts, settings, state)
     if state is None:
         from pliny.lifecycle.views import apply_retention
 
@@ -164,6 +166,14 @@ def _forget(session_dir: Path, agents: list[str]) -> None:
         journal.forget(agents)
     finally:
         journal.close()
+
+
+def _check_endpoint(opts: RunOptions, settings: Settings, state: SessionState | None) -> None:
+    """A malformed OPENAI_BASE_URL (or missing key) is bad input: refused before any state."""
+    from pliny.llm.endpoint import resolve
+
+    model = opts.model or (state.options.get("model") if state else None)
+    resolve(settings.llm, opts.env if opts.env is not None else os.environ, model)
 
 
 def _check_git(workspace: Path) -> None:
@@ -233,6 +243,8 @@ async def _run_locked(
                 previous)  # fmt: skip
     bus = EventBus(session=state.id)
     audit_path = log_path(opts.workspace, settings.audit, state.id)
+    hide_from_git(store.root)  # sessions created before this existed
+    hide_from_git(audit_path.parent, workspace=opts.workspace)
     audit = AuditLog(
         audit_path, fsync=settings.audit.fsync, group_commit_ms=settings.audit.group_commit_ms
     )

@@ -27,12 +27,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from pliny.atomicfile import PRIVATE_FILE, atomic_write, private_dir
+from pliny.config.settings import STATE_DIR
 from pliny.errors import UsageError
+from pliny.lifecycle.gitignore import hide_from_git
 from pliny.redact import Redactor
 
 Status = Literal["created", "in_progress", "completed", "failed", "crashed", "cancelled", "paused"]
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-STATE_DIR = ".pliny"
 
 
 def now() -> str:
@@ -78,6 +79,7 @@ class SessionStore:
         if (self.dir(session_id) / "state.json").exists():
             raise UsageError(f"session {session_id!r} already exists")
         state = SessionState(id=session_id, name=name, **fields)
+        hide_from_git(self.root)
         self.save(state)
         self.set_current(session_id)
         return state

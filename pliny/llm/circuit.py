@@ -25,13 +25,14 @@ asyncio; a lock makes it safe across threads too. ``on_change`` receives a
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pliny.errors import Category, NetworkError, PlinyError
 from pliny.events import CircuitChanged
@@ -96,6 +97,8 @@ class CircuitBreaker:
         self._failures = 0  # consecutive endpoint failures
         self._opened_at = 0.0
         self._trial_started: float | None = None  # clock time of the half-open trial
+        self._streak_started = 0.0  # clock time of the streak's first failure
+        self.last_failure: PlinyError | None = None  # the streak's latest endpoint failure
 
     @property
     def state(self) -> State:
@@ -151,6 +154,7 @@ class CircuitBreaker:
         with self._lock:
             self._trial_started = None
             self._failures = 0
+            self.last_failure = None
             if self._current() is not State.CLOSED:
                 self._set(State.CLOSED)
 
@@ -164,12 +168,20 @@ class CircuitBreaker:
             self._trial_started = None
             if verdict is None:
                 return
+            if self._failures == 0:
+                self._streak_started = self._clock()
             self._failures += 1
+            self.last_failure = err
             state = self._current()
             if state is State.HALF_OPEN or (
                 state is State.CLOSED and self._failures >= self.failure_threshold
             ):
                 self._set(State.OPEN)
+
+    def streak_s(self) -> float:
+        """Seconds since the current streak of failures began (0 without one)."""
+        with self._lock:
+            return self._clock() - self._streak_started if self._failures else 0.0
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """``await fn()`` through the breaker; exceptions propagate unchanged."""
@@ -181,6 +193,45 @@ class CircuitBreaker:
             raise
         self.record_success()
         return result
+
+
+def gave_up(err: NetworkError, url: str, breaker: CircuitBreaker | None) -> NetworkError:
+    """The one line a user reads when the endpoint is down: what, how often, how long.
+
+    ``endpoint http://127.0.0.1:9/v1 unreachable: cannot connect ...: connection
+    refused; tried 5 times over 7.9 s (network retry budget 20 s)``. Counted
+    per endpoint when there is a breaker, so parallel agents tell one story;
+    a rejection by the open circuit reports the failure that opened it.
+    """
+    cause = err
+    if err.code == Code.NET_CIRCUIT_OPEN and breaker is not None and breaker.last_failure:
+        cause = breaker.last_failure
+    tries = breaker.failures if breaker is not None and breaker.failures else err.attempts
+    seconds = max(err.elapsed_s or 0.0, breaker.streak_s() if breaker is not None else 0.0)
+    budget = f"network retry budget {err.budget_s:g} s" if err.budget_s else "no time budget"
+    if breaker is not None and breaker.state is not State.CLOSED:
+        budget += "; circuit open"
+    verb = "unreachable" if cause.code in (Code.NET_CONNECT, Code.NET_TIMEOUT) else "failing"
+    times = "1 time" if tries == 1 else f"{tries} times"
+    out = NetworkError(
+        f"endpoint {_shown(url)} {verb}: {cause.message}; tried {times} over {seconds:.1f} s "
+        f"({budget})",
+        code=cause.code,
+        hint=err.hint,
+    )
+    out.attempts, out.elapsed_s, out.budget_s = err.attempts, err.elapsed_s, err.budget_s
+    return out
+
+
+def _shown(url: str) -> str:
+    """The URL without credentials or query: it goes to the terminal and the audit log."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    with contextlib.suppress(ValueError):
+        netloc += f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def endpoint_key(url_or_host: str) -> str:

@@ -61,6 +61,7 @@ import email.utils
 import errno
 import json
 import math
+import os
 import re
 import socket
 import sys
@@ -245,13 +246,27 @@ _NET_PHRASES = {
 }
 
 
+def _os_reason(exc: BaseException) -> str | None:
+    """'connection refused' from the OSError deep in httpx's chain ('All connection
+    attempts failed' says nothing about why)."""
+    depth = 0
+    cause: BaseException | None = exc
+    while cause is not None and depth < 8:
+        code = getattr(cause, "errno", None)
+        if isinstance(cause, OSError) and isinstance(code, int) and code in _NET_ERRNOS:
+            return os.strerror(code).lower()
+        cause, depth = cause.__cause__ or cause.__context__, depth + 1
+    return None
+
+
 def _connection_failure(exc: BaseException, host: str) -> NetworkError:
     """APIConnectionError wraps the transport error: its cause tells refused from dropped."""
     cause, depth = exc.__cause__ or exc.__context__, 0
     while cause is not None and depth < 5:
         inner = _transport(cause) or _os_network(cause)
         if isinstance(inner, NetworkError) and inner.code in _NET_PHRASES:
-            detail = f": {_short(cause)}" if str(cause) else ""
+            reason = _os_reason(cause) or (_short(cause) if str(cause) else "")
+            detail = f": {reason}" if reason else ""
             return NetworkError(_NET_PHRASES[inner.code].format(host) + detail, code=inner.code)
         cause, depth = cause.__cause__ or cause.__context__, depth + 1
     return NetworkError(f"cannot connect to {host}", code=Code.NET_CONNECT,

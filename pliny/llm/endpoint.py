@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pliny.config.settings import LLMSettings
+from pliny.config.settings import LLMSettings, check_base_url
 from pliny.errors import ConfigError
 from pliny.redact import remember
 
@@ -96,6 +96,10 @@ def resolve(
         return _remote(llm.base_url, key, model, "llm.base_url is set in the config")
     env_url = _env(env, "OPENAI_BASE_URL")
     if env_url:
+        try:
+            env_url = check_base_url(env_url)
+        except ValueError as exc:  # llm.base_url is checked when the config is read
+            raise ConfigError(f"OPENAI_BASE_URL in the environment: {exc}") from None
         return _remote(env_url, key, model, "OPENAI_BASE_URL is set in the environment")
     if key:
         reason = f"{llm.api_key_env} is set in the environment (no base URL: the OpenAI API)"

@@ -15,9 +15,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pliny.errors import AIError
+from pliny.errors import AIError, NetworkError
 from pliny.events import Error, EventBus, LLMCall, LLMQueued
 from pliny.llm import structured, tokens
+from pliny.llm.circuit import gave_up
 from pliny.llm.classify import Code, bad_response, classify
 from pliny.llm.journal import Journal, request_hash
 from pliny.llm.retry import ModelChain, RetryInfo, call_with_retry, strategies_for_chain
@@ -327,7 +328,12 @@ class LLMGateway:
                                     code=info.code, message=message, recoverable=True))  # fmt: skip
 
         strategies = strategies_for_chain(self.settings.error_handling.retry_strategies, chain)
-        data = await call_with_retry(attempt, strategies=strategies, on_retry=on_retry)
+        try:
+            data = await call_with_retry(attempt, strategies=strategies, on_retry=on_retry)
+        except NetworkError as err:  # the endpoint is down: say which, how often, how long
+            breaker = self.breakers.get(self.host) if self.breakers is not None else None
+            url = self.endpoint.base_url or "https://api.openai.com/v1"
+            raise gave_up(err, url, breaker) from err
         return data, attempts, (time.perf_counter() - started) * 1000
 
     def _emit_call(

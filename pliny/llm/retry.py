@@ -22,6 +22,12 @@ Policy, decided once for the whole project:
   the server asks for more than ``retry_after_ceiling_s`` (300 s) the call
   gives up at once instead: waiting an hour inside a run helps nobody, and
   the session is resumable later (the final error's hint says so).
+* **Time budget.** ``max_elapsed`` (seconds; network: 20 s by default)
+  bounds the retrying: no retry is scheduled to start later than that
+  after the first attempt. A backoff or Retry-After that would land past
+  it gives up at once, so a dead endpoint fails within the budget however
+  many retries ``max_retries`` allows (an open circuit's wait counts too).
+  The final error carries ``elapsed_s`` and ``budget_s``.
 * **Visibility.** ``on_retry(RetryInfo)`` runs *before* each sleep (the
   engine emits a ``Retry`` event from it); the final error carries
   ``attempts`` (total attempts made).
@@ -39,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -106,12 +113,15 @@ class _Policy:
         max_total_attempts: int | None,
         retry_after_ceiling_s: float,
         rand: Callable[[], float],
+        clock: Callable[[], float],
     ) -> None:
         self.strategies = strategies
         self.classify = classify
         self.max_total = max_total_attempts
         self.ceiling = retry_after_ceiling_s
         self.rand = rand
+        self.clock = clock
+        self.started = clock()
         self.attempts = 0
         self.failures: Counter[str] = Counter()
 
@@ -145,7 +155,14 @@ class _Policy:
         strategy = self.strategy(err)
         if strategy is None or self.failures[err.category] > strategy.max_retries:
             return True
+        # tenacity runs wait before stop, so upcoming_sleep is this retry's delay
+        budget = strategy.max_elapsed
+        if budget is not None and self.elapsed() + state.upcoming_sleep > budget:
+            return True
         return self.max_total is not None and self.attempts >= self.max_total
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
 
     def wait(self, state: RetryCallState) -> float:
         """tenacity ``wait``: seconds before the next attempt."""
@@ -174,14 +191,15 @@ async def call_with_retry(
     max_total_attempts: int | None = None,
     retry_after_ceiling_s: float = RETRY_AFTER_CEILING_S,
     rand: Callable[[], float] = random.random,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """``await fn(attempt)`` (attempt is 1-based) until it succeeds or the policy gives up.
 
     Raises the classified ``PlinyError`` of the last failure with ``attempts``
-    set. ``sleep`` and ``rand`` are injectable so tests record delays
-    without waiting.
+    set (and ``elapsed_s``, ``budget_s``). ``sleep``, ``rand`` and ``clock``
+    are injectable so tests record delays without waiting.
     """
-    policy = _Policy(strategies, classify, max_total_attempts, retry_after_ceiling_s, rand)
+    policy = _Policy(strategies, classify, max_total_attempts, retry_after_ceiling_s, rand, clock)
 
     def before_sleep(state: RetryCallState) -> None:
         err = _error(state)
@@ -204,6 +222,9 @@ async def call_with_retry(
         return await retrying(policy.run, fn)
     except PlinyError as err:
         err.attempts = policy.attempts  # type: ignore[attr-defined]
+        err.elapsed_s = policy.elapsed()
+        strategy = policy.strategy(err)
+        err.budget_s = strategy.max_elapsed if strategy else None
         if err.retry_after is not None and err.retry_after > retry_after_ceiling_s:
             err.hint = err.hint or (
                 f"the server asked to wait {err.retry_after:.0f} s; "

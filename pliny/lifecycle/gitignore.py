@@ -1,0 +1,35 @@
+"""Keeping Pliny's own state out of the user's ``git status``.
+
+A ``.gitignore`` holding ``*`` inside the directory itself: unlike a line in
+``.git/info/exclude`` it needs no path relative to the repository root, so
+it works when the workspace is a sub-folder of a larger repository, when
+the repository is created later, and for any ``audit.dir``. It ignores
+itself too, so nothing at all shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+IGNORE_ALL = "# Pliny's own state (sessions, audit logs): never part of the repository\n*\n"
+
+
+def hide_from_git(directory: Path, *, workspace: Path | None = None) -> None:
+    """Create ``directory`` with an ignore-everything ``.gitignore`` unless it has one.
+
+    Never for the workspace itself or a directory above it (``audit.dir: .``
+    would hide the user's own files); a ``.gitignore`` the user wrote is kept.
+    """
+    target = directory.resolve()
+    if workspace is not None:
+        root = workspace.resolve()
+        if target == root or target in root.parents:
+            return
+    ignore = target / ".gitignore"
+    if ignore.exists():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    # Best effort: an unwritable state dir fails loudly elsewhere, not here.
+    with contextlib.suppress(FileExistsError, PermissionError), ignore.open("x") as fh:
+        fh.write(IGNORE_ALL)
