@@ -7,15 +7,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+from pliny.cli.common import WorkspaceOpt, group, print_json, workspace_path
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-app = typer.Typer(
-    no_args_is_help=True,
-    help="Read, summarize and verify a session's audit log.",
-)
+app = group("Read, summarize and verify a session's audit log.")
 IdArg = typer.Argument(..., metavar="ID", help="Session id.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 
