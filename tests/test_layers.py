@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pliny"
 LAYERS: list[set[str]] = [
     {"redact"},  # the one secret scrubber: every sink (errors, logs, state, audit) uses it
     {"errors", "atomicfile"},
+    {"ids"},
     {"logs"},
     {"events"},
     {"usage"},

@@ -103,7 +103,7 @@ def test_resume_keeps_config_budget_until_raised_on_the_command_line(
     assert raised.returncode == 0, raised.stderr
     assert _warned(raised, "budgets.max_tokens=5000 from the command line")  # announced
     assert fake_server.count() == 3
-    assert [p.name for p in (ws / "my-audit").iterdir()] == ["b1.jsonl"]
+    assert sorted(p.name for p in (ws / "my-audit").glob("*.jsonl")) == ["b1.jsonl"]
     assert not (ws / "audit-logs").exists()  # one chain, not two
     # audit commands find the session's audit dir from its state, no flag needed
     verify = _cli(ws, fake_server, "audit", "verify", "b1")

@@ -22,6 +22,7 @@ from pliny.audit.reader import (
 from pliny.audit.writer import GENESIS, AuditLog, FsyncPolicy, VerifyResult, verify
 from pliny.config.settings import AuditSettings
 from pliny.errors import UsageError
+from pliny.ids import unique_prefix
 
 __all__ = [
     "GENESIS", "TERMINAL", "AuditLog", "FsyncPolicy", "LogContents", "VerifyResult",
@@ -42,9 +43,13 @@ def log_path(workspace: Path, settings: AuditSettings, session_id: str) -> Path:
 def existing_log(workspace: Path, settings: AuditSettings, session_id: str) -> Path:
     """The log of a session that has one, else a one-line UsageError (exit 2)."""
     path = log_path(workspace, settings, session_id)
-    if not path.is_file():
+    if path.is_file():
+        return path
+    logs = sorted(p.stem for p in path.parent.glob("*.jsonl")) if path.parent.is_dir() else []
+    found = unique_prefix(session_id, logs)  # an id may be given by a unique prefix
+    if found is None:
         raise UsageError(f"unknown session {session_id!r}: no audit log at {path}")
-    return path
+    return path.with_name(f"{found}.jsonl")
 
 
 def open_log(workspace: Path, settings: AuditSettings, session_id: str) -> AuditLog:

@@ -22,14 +22,14 @@ from pliny.cli import (
     session,
     watch,
 )
-from pliny.cli.common import run_guarded
+from pliny.cli.common import HELP_OPTIONS, require_subcommand, run_guarded
 from pliny.cli.run import register as register_run
 
 app = typer.Typer(
     name="pliny",
     help="Multi-agent LLM orchestration: phase graphs, git checkpoints, audit, resume.",
-    no_args_is_help=True,
     add_completion=False,
+    context_settings=HELP_OPTIONS,
     pretty_exceptions_enable=False,
 )
 
@@ -40,13 +40,15 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version."
     ),
 ) -> None:
     """Multi-agent LLM orchestration: phase graphs, git checkpoints, audit, resume."""
+    require_subcommand(ctx)
 
 
 register_run(app)

@@ -7,16 +7,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+from pliny.cli.common import WorkspaceOpt, group, print_json, workspace_path
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-app = typer.Typer(
-    no_args_is_help=True,
-    help="Read, summarize and verify a session's audit log.",
+app = group("Read, summarize and verify a session's audit log.")
+IdArg = typer.Argument(
+    None, metavar="ID", help="Session id (a unique prefix will do).", show_default=False
 )
-IdArg = typer.Argument(None, metavar="ID", help="Session id.", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="Config naming the audit dir (default: the session's own)."

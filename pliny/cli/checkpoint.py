@@ -7,9 +7,9 @@ from typing import Any
 
 import typer
 
-from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+from pliny.cli.common import WorkspaceOpt, group, print_json, workspace_path
 
-app = typer.Typer(no_args_is_help=True, help="Named git checkpoints of a session's work.")
+app = group("Named git checkpoints of a session's work.")
 
 
 def _store(workspace: Path, session_id: str | None):  # noqa: ANN202

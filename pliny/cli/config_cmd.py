@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+from pliny.cli.common import WorkspaceOpt, group, print_json, workspace_path
 
-app = typer.Typer(no_args_is_help=True, help="Check and describe configuration files.")
+app = group("Check and describe configuration files.")
 
 
 @app.command("validate")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from pliny.cli.common import print_json
+from pliny.cli.common import group, print_json
 
-app = typer.Typer(no_args_is_help=True, help="Built-in and user-defined phase graphs.")
+app = group("Built-in and user-defined phase graphs.")
 
 
 @app.command("list")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+from pliny.cli.common import WorkspaceOpt, group, print_json, workspace_path
 
-cache_app = typer.Typer(no_args_is_help=True, help="The opt-in result cache (cache: {ttl: 1h}).")
+cache_app = group("The opt-in result cache (cache: {ttl: 1h}).")
 
 
 def register(app: typer.Typer) -> None:

@@ -18,10 +18,15 @@ def register(app: typer.Typer) -> None:
 def execute(
     framework: str = typer.Option(None, "--framework", "-f", help="rise, care, or a .yaml path."),
     task: str = typer.Option(
-        None, "--task", "-t", help="The task (creates a session if none given)."
+        None,
+        "--task",
+        "-t",
+        help="The task; runs the current session if it never ran, else starts a new one.",
     ),
-    session: str = typer.Option(None, "--session", "-s", help="Session id (default: current)."),
-    name: str = typer.Option(None, "--name", help="Name of a new session."),
+    session: str = typer.Option(
+        None, "--session", "-s", help="Session id or unique prefix (default: current)."
+    ),
+    name: str = typer.Option(None, "--name", help="Start a new session with this name."),
     checkpoint: str = typer.Option(None, "--checkpoint", help="phase | agent | step | none"),
     parallel: bool = typer.Option(
         None, "--parallel/--no-parallel", help="Run a phase's agents at once."
@@ -117,10 +122,14 @@ def _run_prepared(opts: Any, json_out: bool) -> int:
 
     from pliny.audit.log import log_path
     from pliny.lifecycle import runner
+    from pliny.lifecycle.store import SessionStore
     from pliny.observe.progress import Progress
 
     workspace = opts.workspace
+    before = SessionStore(workspace).current()
     settings, store, state, framework = runner.prepare(opts)  # bad input fails here, untouched
+    if not opts.session_id and before and state.id != before:
+        _say_new_session(store, before, state.id)
     opts.session_id = state.id
     # A resumed session: show the whole session, not just this run.
     progress = Progress.for_framework(framework).replay(
@@ -134,6 +143,17 @@ def _run_prepared(opts: Any, json_out: bool) -> int:
         outcome = asyncio.run(_main(opts, (settings, store, state, framework)))
     _report(outcome, progress, json_out)
     return outcome.exit_code
+
+
+def _say_new_session(store: Any, before: str, new: str) -> None:
+    """`execute -t` did not continue the current session: say why, on stderr."""
+    try:
+        status = store.load(before).status
+    except Exception:  # noqa: BLE001 - a removed or corrupt one: just name the new session
+        status = None
+    ran = status not in (None, "created")
+    why = f"session {before} has already run ({status}); " if ran else ""
+    typer.echo(f"pliny: {why}started a new session {new}", err=True)
 
 
 async def _main(opts: Any, prepared: tuple[Any, ...]) -> Any:

@@ -1,19 +1,21 @@
-"""`pliny session start | list | show | resume | cancel | rm | clean`."""
+"""`pliny session start | list | status | show | resume | cancel | rm | clean`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+from pliny.cli.common import WorkspaceOpt, group, print_json, workspace_path
 
-app = typer.Typer(no_args_is_help=True, help="Create, inspect, resume and clean up sessions.")
+app = group("Create, inspect, resume and clean up sessions.")
 
 
 @app.command("start")
 def start(
     name: str = typer.Argument(..., help="A name for the session."),
+    task: str = typer.Option(None, "--task", "-t", help="The task `pliny execute` will run."),
     session_id: str = typer.Option(None, "--id", help="Choose the id (default: from the name)."),
     workspace: Path = WorkspaceOpt,
 ) -> None:
@@ -24,40 +26,112 @@ def start(
 
     ws = workspace_path(workspace)
     apply_retention(ws, load_settings(ws))
-    state = SessionStore(ws).create(name, session_id)
+    state = SessionStore(ws).create(name, session_id, task=task)
     typer.echo(state.id)
 
 
 @app.command("list")
 def list_(
+    limit: int = typer.Option(None, "--limit", "-n", min=1, help="Only the N newest."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Also task, tokens, cost and last checkpoint."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     workspace: Path = WorkspaceOpt,
 ) -> None:
-    """Sessions in this workspace, oldest first."""
+    """Sessions in this workspace, newest first."""
     from pliny.lifecycle.store import SessionStore, dump
-    from pliny.lifecycle.views import age
 
-    store = SessionStore(workspace_path(workspace))
-    sessions = store.list()
+    ws = workspace_path(workspace)
+    store = SessionStore(ws)
+    sessions = store.list()[::-1][:limit]
     current = store.current()
     if json_out:
         print_json([dump(s) | {"current": s.id == current} for s in sessions])
         return
     from rich.console import Console
+
+    if not sessions:
+        Console().print("no sessions in this workspace")
+        return
+    console = Console()
+    console.print(_table(console, _rows(ws, sessions, current, verbose)))
+
+
+# Kept longest first: a narrow terminal drops columns from the end of this list, never the id.
+KEEP = ["id", "status", "age", "phase", "cost", "tokens", "name", "framework", "checkpoint",
+        "task", ""]  # fmt: skip
+
+
+def _rows(ws: Path, sessions: list, current: str | None, verbose: bool) -> list[dict[str, str]]:
+    from pliny.lifecycle.views import age, cost_text, execution_summary
+
+    rows = []
+    for s in sessions:
+        row = {"": "*" if s.id == current else "", "id": s.id, "name": s.name,
+               "framework": s.framework or "-", "status": s.status, "phase": s.phase or "-",
+               "age": age(s.created)}  # fmt: skip
+        if verbose:
+            figures = execution_summary(ws, s)
+            row |= {"task": s.task or "-", "tokens": f"{figures['tokens']:,}",
+                    "cost": cost_text(figures),
+                    "checkpoint": figures["checkpoint"] or "-"}  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _table(console: Any, rows: list[dict[str, str]]) -> Any:
+    """The widest table that fits: the id is never cut, less useful columns go first."""
+    columns = [c for c in KEEP if c in rows[0]]
+    while len(columns) > 1 and sum(_min_width(c, rows) for c in columns) + 3 * len(columns) + 1 > (
+        console.width
+    ):
+        columns.pop()
+    return _build([c for c in rows[0] if c in columns], rows, console.width)
+
+
+def _min_width(column: str, rows: list[dict[str, str]]) -> int:
+    """The widest cell (or title); name and task are cut at 24 (the id never is)."""
+    widest = max(len(column), *(len(r[column]) for r in rows))
+    return min(widest, 24) if column in ("name", "task") else widest
+
+
+def _build(columns: list[str], rows: list[dict[str, str]], width: int) -> Any:
     from rich.table import Table
 
-    table = Table("", "id", "name", "framework", "status", "phase", "age")
-    for s in sessions:
-        table.add_row(
-            "*" if s.id == current else "",
-            s.id,
-            s.name,
-            s.framework or "-",
-            s.status,
-            s.phase or "-",
-            age(s.created),
-        )
-    Console().print(table if sessions else "no sessions in this workspace")
+    table = Table()
+    for name in columns:
+        if name == "id":  # what users copy: one piece, folded (never cropped) if it must
+            table.add_column(
+                name, overflow="fold", min_width=min(max(len(r["id"]) for r in rows), width - 4)
+            )
+        elif name in ("name", "task"):
+            table.add_column(name, max_width=24, no_wrap=True, overflow="ellipsis")
+        else:
+            table.add_column(
+                name, no_wrap=True, justify="right" if name in ("tokens", "cost") else "left"
+            )
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
+    return table
+
+
+@app.command("status")
+def status(
+    session_id: str = typer.Argument(None, help="Session id or prefix (default: current)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    workspace: Path = WorkspaceOpt,
+) -> None:
+    """A compact execution summary: status, progress, usage, elapsed, error, resumable."""
+    from pliny.lifecycle.store import SessionStore
+    from pliny.lifecycle.views import execution_summary, status_text
+
+    ws = workspace_path(workspace)
+    summary = execution_summary(ws, SessionStore(ws).resolve(session_id))
+    if json_out:
+        print_json(summary)
+        return
+    typer.echo(status_text(summary))
 
 
 @app.command("show")

@@ -69,14 +69,15 @@ class _Target:
         sid = session_id or store.current()
         if not sid:
             raise UsageError("no current session: pass a session ID (see `pliny session list`)")
-        log = log_path(workspace, audit_settings(workspace, sid), sid)
         try:
             state = store.load(sid)  # a dead in_progress session loads as crashed
         except UsageError:
+            log = log_path(workspace, audit_settings(workspace, sid), sid)
             if not log.is_file():
                 raise
             return cls(workspace, sid, log, None, False, None)  # state removed, log kept
-        return cls(workspace, sid, log, state.framework, state.status == "in_progress",
+        log = log_path(workspace, audit_settings(workspace, state.id), state.id)  # sid: a prefix
+        return cls(workspace, state.id, log, state.framework, state.status == "in_progress",
                    state.status)  # fmt: skip
 
     def alive(self) -> bool:

@@ -77,15 +77,10 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
 
     check_executor(opts.executor)
     store = SessionStore(opts.workspace)
-    if opts.session_id and (store.dir(opts.session_id) / "state.json").exists():
-        state = store.load(opts.session_id)
-    elif opts.task:
-        state = None  # a new session (with --session ID, under that id)
-        if opts.rerun or opts.from_phase:
-            flag = "--rerun" if opts.rerun else "--from-phase"
-            raise fwmod.UsageError(f"{flag} needs a session that has run (--session ID)")
-    else:
-        state = store.resolve(opts.session_id)
+    state = _session_to_run(store, opts)
+    if state is None and (opts.rerun or opts.from_phase):
+        flag = "--rerun" if opts.rerun else "--from-phase"
+        raise fwmod.UsageError(f"{flag} needs a session that has run (--session ID)")
     if state is not None and (pending := state.options.get("rollback_pending")):
         raise fwmod.UsageError(
             f"session {state.id!r}: a rollback to {pending!r} was interrupted; "
@@ -116,7 +111,8 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
         name = str(Path(name).resolve())
     task = opts.task or (state.task if state else None)
     if not task:
-        raise fwmod.UsageError('no task: pass --task "..."')
+        where = f" (session {state.id!r} was started without one)" if state else ""
+        raise fwmod.UsageError(f'no task: pass --task "..."{where}')
     for agent in opts.rerun:
         try:
             framework.agent(agent)
@@ -146,6 +142,27 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
     if opts.parallel is not None:
         state.options["parallel"] = opts.parallel
     return settings, store, state, framework
+
+
+def _session_to_run(store: SessionStore, opts: RunOptions) -> SessionState | None:
+    """The session this run continues, or None to create one.
+
+    With a task and no ``--session``, the current session is used while it has
+    never run (the `session start` then `execute -t` quick start); once it has
+    run, or with ``--name``, a task starts a new session.
+    """
+    if opts.session_id:
+        found = store.lookup(opts.session_id)  # an id or a unique prefix
+        if found is None and opts.task:
+            return None  # a new session under that id
+        return store.load(found or opts.session_id)
+    if not opts.task:
+        return store.resolve(None)
+    current = store.current()
+    if opts.name or not current or not (store.dir(current) / "state.json").exists():
+        return None
+    state = store.load(current)
+    return state if state.status == "created" else None
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

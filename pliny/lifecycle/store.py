@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pliny.atomicfile import PRIVATE_FILE, atomic_write, private_dir
 from pliny.config.settings import STATE_DIR
 from pliny.errors import UsageError
+from pliny.ids import unique_prefix
 from pliny.lifecycle.gitignore import hide_from_git
 from pliny.redact import Redactor
 
@@ -84,11 +85,23 @@ class SessionStore:
         self.set_current(session_id)
         return state
 
-    def load(self, session_id: str) -> SessionState:
-        path = self.dir(session_id) / "state.json"
-        if not ID_PATTERN.match(session_id) or not path.exists():
+    def lookup(self, given: str) -> str | None:
+        """The id of the session named by ``given`` or a unique prefix of it; None if none."""
+        if ID_PATTERN.match(given) and (self.dir(given) / "state.json").exists():
+            return given
+        return unique_prefix(given, self.ids())
+
+    def find(self, given: str) -> str:
+        """Like lookup, but an unknown id is a one-line UsageError naming the known ones."""
+        found = self.lookup(given)
+        if found is None:
             known = ", ".join(self.ids()[:10]) or "none"
-            raise UsageError(f"unknown session {session_id!r} (sessions here: {known})")
+            raise UsageError(f"unknown session {given!r} (sessions here: {known})")
+        return found
+
+    def load(self, session_id: str) -> SessionState:
+        session_id = self.find(session_id)
+        path = self.dir(session_id) / "state.json"
         try:
             state = SessionState.model_validate_json(path.read_bytes())
         except (ValidationError, ValueError) as exc:
@@ -118,13 +131,15 @@ class SessionStore:
                 continue  # a corrupt one is reported by `session show`, not here
         return sorted(out, key=lambda s: s.created)
 
-    def remove(self, session_id: str) -> None:
-        self.load(session_id)
+    def remove(self, session_id: str) -> str:
+        """Remove a session (by id or unique prefix); returns its id."""
+        session_id = self.load(session_id).id
         if self.is_locked(session_id):
             raise UsageError(f"session {session_id!r} is running; cancel it first")
         shutil.rmtree(self.dir(session_id))
         if self.current() == session_id:
             (self.root / "current").unlink(missing_ok=True)
+        return session_id
 
     # -- the current session ------------------------------------------------
     def set_current(self, session_id: str) -> None:

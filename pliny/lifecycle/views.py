@@ -117,7 +117,7 @@ def cancel_running(workspace: Path, session_id: str | None) -> str:
 
 def remove(workspace: Path, session_id: str, refs: bool) -> str:
     store = SessionStore(workspace)
-    store.remove(session_id)
+    session_id = store.remove(session_id)
     dropped = 0
     if refs:
         from pliny.checkpoints.store import delete_session_refs
@@ -146,3 +146,89 @@ def apply_retention(workspace: Path, settings: object) -> list[str]:
     """`sessions.state_retention`: drop completed sessions older than it (at session start)."""
     retention = settings.sessions.state_retention  # type: ignore[attr-defined]
     return clean(workspace, False, retention, False) if retention else []
+
+
+RESUMABLE = ("failed", "crashed", "cancelled", "paused")
+
+
+def execution_summary(workspace: Path, state: SessionState) -> dict[str, object]:
+    """What `session status` shows: one run's figures folded from the audit log."""
+    from pliny.audit.log import log_path, read_events
+    from pliny.framework.model import load
+    from pliny.lifecycle.sessionconfig import audit_settings
+    from pliny.observe.progress import Progress
+
+    log = log_path(workspace, audit_settings(workspace, state.id), state.id)
+    events = read_events(log) if log.is_file() else []
+    try:
+        progress = Progress.for_framework(load(state.framework)) if state.framework else Progress()
+    except UsageError:  # its framework file is gone: the log still has the figures
+        progress = Progress()
+    for event in events:
+        progress(event)
+    agents = progress.agents.values()
+    error = (state.error or {}).get("message") or progress.last_error
+    return {
+        "session": state.id,
+        "name": state.name,
+        "status": state.status,
+        "framework": state.framework,
+        "task": state.task,
+        "phase": state.phase,
+        "agents_done": sum(a.state == "done" for a in agents),
+        "agents_total": len(agents),
+        "calls": progress.usage.calls,
+        "tokens": progress.usage.tokens,
+        "cost_usd": round(progress.usage.cost_usd, 6),
+        "unpriced_calls": progress.usage.unpriced_calls,
+        "elapsed_s": round(_elapsed(events, state.status == "in_progress"), 1),
+        "checkpoint": progress.checkpoints[-1] if progress.checkpoints else None,
+        "error": error if state.status != "completed" else None,
+        "resumable": state.status in RESUMABLE and bool(state.framework),
+    }
+
+
+def _elapsed(events: list, running: bool) -> float:
+    """Seconds spent running: each run from its start event to its last event (or now)."""
+    total, start, last = 0.0, None, None
+    for event in events:
+        at = datetime.fromisoformat(event.ts.replace("Z", "+00:00")).timestamp()
+        if event.type in ("session_started", "session_resumed"):
+            if start is not None and last is not None:
+                total += last - start
+            start = at
+        last = at
+    if start is not None and last is not None:
+        total += (time.time() if running else last) - start
+    return total
+
+
+def cost_text(summary: dict) -> str:
+    """The usage fold's wording: `$0.0123`, `$0.0123 + unpriced` or `unpriced`."""
+    from pliny.usage import format_cost
+
+    return format_cost(summary["cost_usd"], summary["unpriced_calls"], summary["calls"])
+
+
+def duration_text(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def status_text(summary: dict) -> str:
+    s = summary
+    resume = f" · resume: pliny session resume {s['session']}" if s["resumable"] else ""
+    lines = [
+        f"session    {s['session']} ({s['name']})",
+        f"status     {s['status']} · resumable: {'yes' if s['resumable'] else 'no'}{resume}",
+        f"framework  {s['framework'] or '-'} · phase {s['phase'] or '-'}",
+        f"agents     {s['agents_done']}/{s['agents_total']} done",
+        f"usage      {s['calls']} calls · {s['tokens']:,} tokens · {cost_text(s)}",
+        f"elapsed    {duration_text(s['elapsed_s'])}",
+    ]
+    if s["error"]:
+        lines.append(f"error      {s['error']}")
+    return "\n".join(lines)
