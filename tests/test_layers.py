@@ -32,6 +32,7 @@ LAYERS: list[set[str]] = [
     {"lifecycle"},
     {"doctor"},
     {"api"},
+    {"web"},
     {"cli"},
     {"__main__"},
 ]
