@@ -64,7 +64,15 @@ def _run(ws: Path, host: str, port: int, token: str | None, remote: bool) -> Non
     shown = f"[{host}]" if ":" in host else host
     query = f"?token={token}" if token else ""
     typer.echo(f"pliny: serving {ws} at http://{shown}:{sock.getsockname()[1]}/{query}")
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    exit_handler = server.handle_exit
+
+    def handle_exit(sig: int, frame: object) -> None:
+        app.state.closing.set()  # end the open event streams, so shutdown need not wait
+        exit_handler(sig, frame)  # type: ignore[arg-type]
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run(sockets=[sock])
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -9,6 +9,7 @@ files), 400 for other bad input.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ NO_CACHE = {"Cache-Control": "no-store"}
 
 def create_app(workspace: Path, token: str | None = None, loopback_only: bool = True) -> Starlette:
     reader = Reader(workspace)
+    closing = threading.Event()  # set by `pliny serve` on Ctrl-C: open streams end
 
     def sid(request: Request) -> str:
         return request.path_params["sid"]
@@ -71,7 +73,11 @@ def create_app(workspace: Path, token: str | None = None, loopback_only: bool = 
     async def stream(request: Request) -> Response:
         state = reader.state(sid(request))
         last = request.headers.get("last-event-id") or request.query_params.get("after")
-        body = audit_stream(reader.log(state.id), _int(last, "after"), request.is_disconnected)
+
+        async def gone() -> bool:  # the browser left, or the server is shutting down
+            return closing.is_set() or await request.is_disconnected()
+
+        body = audit_stream(reader.log(state.id), _int(last, "after"), gone)
         headers = NO_CACHE | {"X-Accel-Buffering": "no"}
         return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
@@ -105,11 +111,13 @@ def create_app(workspace: Path, token: str | None = None, loopback_only: bool = 
         Route("/api/sessions/{sid}/rollback", rollback, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(Guard, token=token, loopback_only=loopback_only)],
         exception_handlers={UsageError: _usage_error},
     )
+    app.state.closing = closing
+    return app
 
 
 async def _json(fn: Any, *args: Any, key: str | None = None) -> Response:

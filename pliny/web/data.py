@@ -135,8 +135,14 @@ class Reader:
         """`session show --format json` plus agent cards and the run's totals."""
         state = self.state(session_id)
         if not state.framework:
-            return {"session": dump(state), "graph": None, "agents": [], "totals": None,
-                    "palette": {"stroke": COLORS, "fill": FILL}, "svg": False}  # fmt: skip
+            return {
+                "session": dump(state),
+                "graph": None,
+                "agents": [],
+                "totals": None,
+                "palette": {"stroke": COLORS, "fill": FILL},
+                "svg": False,
+            }
         fold = self.fold(state)
         progress = fold.progress
         progress.status, progress.session = state.status, state.id

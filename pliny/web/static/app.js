@@ -93,7 +93,7 @@ function drawList() {
 }
 
 // -- one session ----------------------------------------------------------------------------
-let sid = null, detail = null, refreshTimer = null, checkpointsTimer = null;
+let sid = null, detail = null, refreshTimer = null, checkpointsTimer = null, verifyTimer = null;
 const pending = [];  // SSE events waiting for the next animation frame
 const seen = { type: new Set(), phase: new Set(), agent: new Set() };
 
@@ -199,7 +199,7 @@ async function refreshVerify() {
   try {
     const v = await api(`/api/sessions/${enc()}/verify`);
     const box = $("#verify");
-    box.className = `verify ${v.ok === false ? "bad" : "ok"}`;
+    box.className = `verify ${v.ok === false ? "bad" : v.ok ? "ok" : ""}`;
     box.dataset.ok = String(v.ok);
     box.textContent = `audit verify: ${v.ok === false ? "BROKEN — " : ""}${v.message}`;
   } catch (e) { say(e.message, true); }
@@ -285,7 +285,8 @@ function flush() {
   applyFilters();
   scheduleRefresh();
   if (checkpoint) scheduleCheckpoints();
-  if (terminal) refreshVerify();
+  clearTimeout(verifyTimer);  // the chain check reads the whole log: at most once a second
+  verifyTimer = setTimeout(refreshVerify, terminal ? 0 : 1000);
 }
 
 const DETAIL_SKIP = new Set(["seq", "ts", "type", "phase", "agent", "session"]);
