@@ -352,3 +352,32 @@ def test_serve_remote_bind_prints_a_token_and_requires_it(completed: Path) -> No
         assert allowed.status_code == 200 and allowed.json()["sessions"][0]["id"] == SESSION
     finally:
         stop(proc)
+
+
+def test_cancel_from_the_api_stops_a_running_session(server: FakeServer, tmp_path: Path) -> None:
+    from bench.crashkit import create_session, execute_args, init_workspace, spawn
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    init_workspace(ws)
+    server.reset()
+    script(server)
+    server.latency_ms = 1000  # slow enough to be caught running; reset() restores it
+    create_session(ws, server)
+    proc = spawn(ws, server, *execute_args(SESSION, "phase"))
+    try:
+        with client(ws) as http:
+
+            def status() -> str:
+                return http.get(f"/api/sessions/{SESSION}").json()["session"]["status"]
+
+            assert wait_until(lambda: status() == "in_progress", proc, timeout=30, interval=0.05)
+            done = http.post(f"/api/sessions/{SESSION}/cancel", headers=ACTION)
+            assert done.status_code == 200, done.text
+            assert done.json()["message"].startswith(f"cancelled {SESSION}")
+            assert status() == "cancelled"
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.reset()
