@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {  # name -> (module, function, wh
     "checkpoints": ("bench.reused", "checkpoints", "git checkpoint commit time"),
     "audit": ("bench.reused", "audit", "audit log events/s per fsync policy"),
     "embedded": ("bench.reused", "embedded", "embedded llama.cpp model speed"),
+    "web": ("bench.bench_web", "run", "pliny serve: first data render in Chromium"),
 }
 
 
@@ -55,6 +56,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def skip_reason(name: str, quick: bool) -> str | None:
+    if name == "web":
+        from bench.bench_web import available
+
+        return available()
     if name != "embedded":
         return None
     if quick:

@@ -34,6 +34,7 @@ LAYERS: list[set[str]] = [
     {"lifecycle"},
     {"doctor"},
     {"api"},
+    {"web"},
     {"cli"},
     {"__main__"},
 ]

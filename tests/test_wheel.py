@@ -50,6 +50,7 @@ def test_wheel_ships_frameworks_configs_and_the_command(wheel: Path) -> None:
         assert "pliny = pliny.cli:main" in zf.read(entry_points).decode()
         (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         assert "Requires-Python: >=3.11" in zf.read(metadata).decode()
+    assert {"pliny/web/static/index.html", "pliny/web/static/app.js"} <= names  # pliny serve
     assert not [n for n in names if n.startswith(("tests/", "frameworks/", ".venv/"))]
 
 

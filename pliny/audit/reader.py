@@ -146,6 +146,9 @@ class _Tail:
         return [e for e in map(parse_line, data[:end].split(b"\n")[:-1]) if e is not None]
 
 
+Tail = _Tail  # public name for other incremental readers (the web view's stream and fold)
+
+
 def _after_last_newline(fd: int, size: int) -> int:
     start = max(0, size - 65536)
     return start + os.pread(fd, size - start, start).rfind(b"\n") + 1

@@ -19,6 +19,7 @@ from pliny.cli import (
     doctor,
     frameworks,
     metrics_cmd,
+    serve,
     session,
     watch,
 )
@@ -55,6 +56,7 @@ register_run(app)
 doctor.register(app)
 watch.register(app)
 metrics_cmd.register(app)
+serve.register(app)
 app.command("rollback")(checkpoint.rollback)
 app.add_typer(session.app, name="session")
 app.add_typer(checkpoint.app, name="checkpoint")
