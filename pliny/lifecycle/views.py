@@ -12,6 +12,7 @@ import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pliny.errors import UsageError
 from pliny.lifecycle.store import SessionState, SessionStore
@@ -65,17 +66,12 @@ def snapshot(workspace: Path, session_id: str | None, fmt: str) -> str:
             return json.dumps({"session": state.model_dump(), "graph": None}, indent=2)
         return f"{state.id} ({state.name}): {state.status}, not run yet"
     fold = _fold(workspace, state)
-    text = render(load(state.framework), fmt, fold.progress)
     if fmt == "json":
         import json
 
-        data = json.loads(text)
-        # totals: spent in total (every run, like the audit log); current_state: what the
-        # agents as shown account for, without the work a rollback took back.
-        data["totals"].update(fold.spent())
-        data["current_state"] = fold.current()
-        data["session"] = state.model_dump()
+        data = show_data(load(state.framework), fold) | {"session": state.model_dump()}
         return json.dumps(data, indent=2)
+    text = render(load(state.framework), fmt, fold.progress)
     if fmt == "text":
         header = (
             f"session {state.id} ({state.name}) · {state.status} · task: {(state.task or '')[:80]}"
@@ -84,6 +80,20 @@ def snapshot(workspace: Path, session_id: str | None, fmt: str) -> str:
             header += f"\nerror: {state.error.get('message')}"
         return header + "\n" + text + _current_line(fold)
     return text
+
+
+def show_data(framework: Any, fold: Any) -> dict[str, Any]:
+    """`session show --format json` (the web view serves the same): graph, totals, current state.
+
+    totals: spent in total (every run, like the audit log); current_state: what the
+    agents as shown account for, without the work a rollback took back.
+    """
+    from pliny.framework.render import graph_data
+
+    data = graph_data(framework, fold.progress)
+    data["totals"] = {**data["totals"], **fold.spent()}
+    data["current_state"] = fold.current()
+    return data
 
 
 def _current_line(fold) -> str:  # noqa: ANN001

@@ -19,13 +19,14 @@ from typing import Any
 
 from pliny.audit.log import log_path
 from pliny.audit.reader import Tail, read_log
-from pliny.config.settings import load_settings
 from pliny.errors import UsageError
 from pliny.events import Event
 from pliny.framework.model import Framework, load
 from pliny.framework.render import COLORS, FILL, graph_data, to_svg
+from pliny.lifecycle.runstate import RollbackFold
+from pliny.lifecycle.sessionconfig import audit_settings
 from pliny.lifecycle.store import SessionState, SessionStore, dump
-from pliny.lifecycle.views import age
+from pliny.lifecycle.views import age, show_data
 from pliny.observe.progress import Progress
 
 PREVIEW_CHARS = 600
@@ -47,6 +48,7 @@ class Fold:
     framework: str | None
     progress: Progress
     extras: dict[str, AgentExtras]
+    rollbacks: RollbackFold  # the current state after a rollback, as `session show`
     events: int = 0
     offset: int = 0  # just after the last complete line folded
 
@@ -57,7 +59,6 @@ class Reader:
     def __init__(self, workspace: Path) -> None:
         self.workspace = workspace
         self.store = SessionStore(workspace)
-        self.audit = load_settings(workspace).audit
         self._folds: dict[str, Fold] = {}
         self._frameworks: dict[str, Framework] = {}
         self._lock = threading.Lock()
@@ -67,7 +68,8 @@ class Reader:
         return self.store.load(session_id)  # unknown -> UsageError (404 in the app)
 
     def log(self, session_id: str) -> Path:
-        return log_path(self.workspace, self.audit, session_id)
+        # the session's own audit dir (a --config may have moved it), as every reader asks
+        return log_path(self.workspace, audit_settings(self.workspace, session_id), session_id)
 
     def framework(self, name: str | None) -> Framework:
         key = name or "rise"
@@ -92,6 +94,7 @@ class Reader:
                     tail.line_start = fold.offset
                     for event in tail.read_lines():
                         fold.progress(event)
+                        fold.rollbacks(event)
                         _extra(fold.extras, event)
                         fold.events += 1
                     fold.offset = tail.line_start
@@ -102,7 +105,8 @@ class Reader:
     def _new_fold(self, framework: str | None) -> Fold:
         fw = self.framework(framework)
         extras = {a.name: AgentExtras(model=a.model or "") for p in fw.phases for a in p.agents}
-        return Fold(framework, Progress.for_framework(fw), extras)
+        progress = Progress.for_framework(fw)
+        return Fold(framework, progress, extras, RollbackFold(progress))
 
     # -- the session list ------------------------------------------------------
     def sessions(self) -> list[dict[str, Any]]:
@@ -122,10 +126,7 @@ class Reader:
                     "created": state.created,
                     "updated": state.updated,
                     "age": age(state.created),
-                    "tokens": p.tokens,
-                    "cost_usd": round(p.cost, 6),
-                    "unpriced_calls": p.unpriced,
-                    "calls": p.calls,
+                    **p.usage.totals(),
                 }
             )
         return rows
@@ -146,13 +147,14 @@ class Reader:
         fold = self.fold(state)
         progress = fold.progress
         progress.status, progress.session = state.status, state.id
-        graph = graph_data(self.framework(state.framework), progress)
+        graph = show_data(self.framework(state.framework), fold.rollbacks)
         summary = progress.summary()
         return {
             "session": dump(state),
             "graph": graph,
             "agents": [self._card(fold, a) for p in summary["phases"] for a in p["agents"]],
-            "totals": summary["totals"],
+            "totals": graph["totals"],
+            "current_state": graph["current_state"],
             "files_written": summary["files_written"],
             "error": summary["error"],
             "events": fold.events,
