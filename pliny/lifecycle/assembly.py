@@ -93,7 +93,9 @@ async def gateway(
         endpoint,
         bus,
         journal=Journal(session_dir / "journal.sqlite"),
-        pricing=PricingTable.load(settings.pricing),
+        pricing=PricingTable.load(
+            settings.pricing, api_url=endpoint.base_url or "https://api.openai.com/v1"
+        ),
         budget=budget,
         breakers=breakers,
     )
