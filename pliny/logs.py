@@ -21,7 +21,12 @@ def setup() -> None:
     """The CLI's stderr sink (replacing loguru's default DEBUG-to-stderr one)."""
     logger.remove()
     level = os.environ.get("PLINY_LOG", "WARNING").upper()
-    logger.add(sys.stderr, level=level, format="pliny: {level.name.lower()}: {message}")
+    # a callable: loguru's format strings cannot call .lower()
+    logger.add(sys.stderr, level=level, format=_stderr_format)
+
+
+def _stderr_format(record: dict) -> str:
+    return "pliny: " + record["level"].name.lower() + ": {message}\n"
 
 
 def session_log(session_dir: Path) -> int:

@@ -77,6 +77,9 @@ def show(
 def resume(
     session_id: str = typer.Argument(None, help="Session id (default: current)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+    otlp: str = typer.Option(
+        None, "--otlp", metavar="URL", help="Send OpenTelemetry traces to this OTLP/HTTP endpoint."
+    ),
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Continue a crashed, failed, paused or cancelled session."""
@@ -92,7 +95,7 @@ def resume(
         raise UsageError(
             f"session {state.id!r} never ran: use `pliny execute --session {state.id}`"
         )
-    raise typer.Exit(run_session(ws, json_out, session_id=state.id))
+    raise typer.Exit(run_session(ws, json_out, session_id=state.id, otlp=otlp))
 
 
 @app.command("cancel")

@@ -59,6 +59,7 @@ class RunOptions:
     timeout: float | None = None  # this run only (`--timeout`); not saved for resumes
     metrics: Any = None  # a pliny.observe.metrics.Metrics already serving (bound before prepare)
     executor: str = "local"  # where agents run (pliny.engine.executor.EXECUTORS)
+    otlp: str | None = None  # OTLP/HTTP endpoint for live traces (else OTEL_EXPORTER_OTLP_*)
 
 
 @dataclass
@@ -240,6 +241,7 @@ async def _run_locked(
     async with AsyncExitStack() as stack:
         stack.callback(logs.stop, log_sink)
         stack.callback(audit.close)
+        wiring.attach_tracing(opts, bus, stack, history)  # sees session_started; ends first
         if crashed:
             bus.emit(
                 CrashDetected(previous_pid=None, detail="session was in progress; its process died")
