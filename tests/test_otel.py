@@ -341,3 +341,29 @@ def test_a_crashed_run_ends_interrupted_at_its_last_event() -> None:
     tool = spans["execute_tool read_file"]
     assert tool.status.status_code.name == "ERROR" and tool.status.description == "no such file"
     assert tool.attributes["error.type"] == "tool_error"
+
+
+def test_api_run_with_otlp_has_sent_every_span_when_it_returns(
+    tmp_path: Path, fake_server: FakeServer, receiver: OtlpReceiver
+) -> None:
+    import pliny as api
+
+    env = {"OPENAI_BASE_URL": fake_server.base_url, "OPENAI_API_KEY": "sk-test"}
+    outcome = api.run(
+        "rise",
+        "Write a haiku",
+        workspace=tmp_path,
+        env=env,
+        otlp=receiver.url,
+        overrides={"execution": {"checkpoint": "none"}},
+    )
+    assert outcome.status == "completed"
+    names = [s.name for s in receiver.spans]
+    assert names.count("invoke_workflow rise") == 1
+    assert names.count("invoke_agent planner") == 1 and len(names) > 10
+    calls = [
+        e
+        for e in read_events(tmp_path / "audit-logs" / f"{outcome.session.id}.jsonl")
+        if isinstance(e, LLMCall)
+    ]
+    assert len([n for n in names if n.startswith("chat ")]) == len(calls) == 6
