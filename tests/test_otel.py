@@ -22,9 +22,12 @@ import pytest
 from pliny.audit.reader import read_events
 from pliny.events import (
     AgentStarted,
+    CrashDetected,
     Event,
     LLMCall,
     PhaseStarted,
+    SessionCompleted,
+    SessionResumed,
     SessionStarted,
     ToolCall,
 )
@@ -367,3 +370,26 @@ def test_api_run_with_otlp_has_sent_every_span_when_it_returns(
         if isinstance(e, LLMCall)
     ]
     assert len([n for n in names if n.startswith("chat ")]) == len(calls) == 6
+
+
+def test_a_resume_after_a_crash_closes_the_dead_run_at_its_last_event() -> None:
+    later = [
+        CrashDetected(session="s1", ts="2025-09-01T11:00:00.000000Z", seq=7),
+        SessionResumed(
+            session="s1", from_status="crashed", ts="2025-09-01T11:00:00.100000Z", seq=8
+        ),
+        SessionCompleted(session="s1", ts="2025-09-01T11:00:02.000000Z", seq=9),
+    ]
+    runs = sorted(
+        (s for s in spans_of(crashed_run() + later) if s.name == "invoke_workflow rise"),
+        key=lambda s: s.start_time,
+    )
+    dead, resumed = runs
+    assert dead.end_time == 1_756_720_801_000_000_000  # its last event, not the resume
+    assert dead.attributes["pliny.status"] == "crashed" and dead.status.status_code.name == "ERROR"
+    assert resumed.attributes["pliny.status"] == "completed"
+    assert (resumed.attributes["pliny.run"], resumed.attributes["pliny.resumed_from"]) == (
+        2,
+        "crashed",
+    )
+    assert resumed.context.trace_id == dead.context.trace_id

@@ -226,6 +226,9 @@ class SpanBuilder:
         self.framework = _framework_name(event) or self.framework
         self._run_start(event, at, resumed=False)
 
+    def _on_crash_detected(self, event: Event, at: int) -> None:
+        self.finish("crashed")  # the dead run ends at its own last event, not now
+
     def _on_session_resumed(self, event: Event, at: int) -> None:
         self._run_start(event, at, resumed=True)
 
