@@ -64,6 +64,7 @@ class RunKwargs(TypedDict, total=False):
     timeout: float | None  # this run only
     executor: str  # "local", or a registered distributed executor
     env: dict[str, str] | None  # instead of os.environ (endpoint, key)
+    otlp: str | None  # OTLP/HTTP URL for live traces (needs the otel extra), like --otlp
     listeners: list[Callback]  # each gets every event
     on_phase_start: Callback
     on_phase_end: Callback

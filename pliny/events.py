@@ -131,6 +131,9 @@ class LLMCall(Event):
     latency_ms: float = 0
     cost_usd: float | None = 0.0  # None: model not in the pricing table
     pricing_hash: str | None = None
+    price_source: str | None = None  # which table priced it: "genai-prices 0.2.3" | "pliny.yaml"
+    price_provider: str | None = None  # the table's provider id ("openai"), when it says
+    request_model: str | None = None  # the model asked for (``model`` is the one that answered)
     attempt: int = 1
     request_id: str | None = None
     request_hash: str = ""

@@ -26,6 +26,8 @@ HEAVY = (
     "pliny.engine.graph",
     "pliny.lifecycle.runner",
     "pliny.llm.gateway",
+    "opentelemetry",
+    "genai_prices",
 )
 LOCATED = re.compile(r"^pliny: error: (?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<what>.+)$")
 

@@ -1,108 +1,169 @@
-"""Pricing arithmetic and lookup, user overrides, and budget limits."""
+"""Prices from the real genai-prices data, user overrides, and budget limits."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
+import genai_prices
 import pytest
-import yaml
 
 from pliny.audit.reader import read_events
+from pliny.audit.summary import summarize
 from pliny.audit.writer import AuditLog
-from pliny.config import resources
 from pliny.config.settings import Budgets, Limit, load_settings
 from pliny.errors import BudgetExceeded, ConfigError
-from pliny.events import EventBus, LLMCall
+from pliny.events import EventBus, LLMCall, parse
 from pliny.llm.budget import BudgetGuard
-from pliny.llm.pricing import PricingTable
+from pliny.llm.pricing import PricingTable, table_source
 
-YAML_PRICES = yaml.safe_load(resources.config_path("pricing.yaml").read_text())["models"]
+OPENAI = "https://api.openai.com/v1"
+SOURCE = f"genai-prices {genai_prices.__version__}"
 
 
 @pytest.fixture(scope="module")
 def table() -> PricingTable:
-    return PricingTable.load()
+    return PricingTable.load(api_url=OPENAI)
+
+
+def mtok(model: str, when: datetime, field: str) -> Decimal:
+    """genai-prices' own price for ``model`` at ``when``, per 1M tokens."""
+    usage = genai_prices.Usage(input_tokens=1)
+    calc = genai_prices.calc_price(
+        usage, model, provider_api_url=OPENAI, genai_request_timestamp=when
+    )
+    return getattr(calc.model_price, field)
 
 
 # -- pricing ------------------------------------------------------------------------
 
 
-def test_builtin_table_lists_current_models_and_free_local_ones() -> None:
-    for name in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3",
-                 "o4-mini", "gpt-5", "gpt-5-mini"):  # fmt: skip
-        assert YAML_PRICES[name]["input"] > 0 and YAML_PRICES[name]["output"] > 0
-    assert YAML_PRICES["local"] == YAML_PRICES["smollm2-135m-instruct"] == {
-        "input": 0, "output": 0, "cached_input": 0,
-    }  # fmt: skip
+def test_gpt_4o_mini_costs_what_genai_prices_says_for_that_date(table: PricingTable) -> None:
+    when = datetime(2025, 9, 1, tzinfo=UTC)
+    fields = ("input_mtok", "output_mtok", "cache_read_mtok")
+    inp, out, hit = (mtok("gpt-4o-mini", when, f) for f in fields)
+    # 1000 prompt tokens of which 200 cached, 500 completion tokens, by hand
+    by_hand = (800 * inp + 200 * hit + 500 * out) / 1_000_000
+    quote = table.quote("gpt-4o-mini", 1000, 500, 200, when)
+    assert quote is not None and quote.usd == pytest.approx(float(by_hand), abs=1e-12)
+    assert (quote.source, quote.provider) == (SOURCE, "openai") == (table_source(), "openai")
+    # the list price on that date: $0.15 / $0.60 / $0.075 per 1M
+    assert (inp, out, hit) == (Decimal("0.15"), Decimal("0.6"), Decimal("0.075"))
+    assert table.price("gpt-4o-mini", 1_000_000, 0, 0, when) == pytest.approx(0.15)
 
 
-def test_price_by_hand_from_the_yaml_values(table: PricingTable) -> None:
-    p = YAML_PRICES["gpt-4o"]
-    # 1000 prompt tokens of which 200 cached, 500 completion tokens
-    by_hand = (800 * p["input"] + 200 * p["cached_input"] + 500 * p["output"]) / 1_000_000
-    assert table.price("gpt-4o", 1000, 500, 200) == pytest.approx(by_hand, abs=1e-12)
-    # with the list prices of the file: 800*2.50 + 200*1.25 + 500*10.00 = 7250 per 1M
-    assert by_hand == pytest.approx(0.00725)
-    m = YAML_PRICES["gpt-4o-mini"]
-    assert table.price("gpt-4o-mini", 1_000_000, 0) == pytest.approx(m["input"])
-    assert table.price("gpt-4o-mini", 0, 1_000_000) == pytest.approx(m["output"])
-    assert table.price("gpt-4o-mini", 10, 0, 10) == pytest.approx(10 * m["cached_input"] / 1e6)
-    assert table.price("smollm2-135m-instruct", 5000, 5000) == 0.0
-    assert table.price("local", 1, 1) == 0.0
+def test_price_follows_the_date_of_the_call(table: PricingTable) -> None:
+    # OpenAI cut o3 from $10/$40 to $2/$8 per 1M on 2025-06-10
+    before, after = datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 6, 20, tzinfo=UTC)
+    assert table.price("o3", 1_000_000, 1_000_000, 0, before) == pytest.approx(10 + 40)
+    assert table.price("o3", 1_000_000, 1_000_000, 0, after) == pytest.approx(2 + 8)
+    assert mtok("o3", before, "input_mtok") == 5 * mtok("o3", after, "input_mtok")
 
 
 def test_cached_tokens_beyond_prompt_are_clamped(table: PricingTable) -> None:
-    p = YAML_PRICES["gpt-4.1"]
-    assert table.price("gpt-4.1", 100, 0, 500) == pytest.approx(100 * p["cached_input"] / 1e6)
+    when = datetime(2025, 9, 1, tzinfo=UTC)
+    hit = float(mtok("gpt-4.1", when, "cache_read_mtok"))
+    assert table.price("gpt-4.1", 100, 0, 500, when) == pytest.approx(100 * hit / 1e6)
 
 
 def test_dated_snapshot_priced_as_its_base_model(table: PricingTable) -> None:
     assert table.price("gpt-4o-2024-08-06", 1000, 100) == table.price("gpt-4o", 1000, 100)
-    assert table.price("gpt-4o-mini-2024-07-18", 1000, 100) == table.price("gpt-4o-mini", 1000, 100)
     assert table.price("GPT-4.1-nano-2025-04-14", 10, 10) == table.price("gpt-4.1-nano", 10, 10)
-    # a different model sharing a prefix is not a snapshot: unpriced, not mispriced
-    for name in ("o3-mini", "gpt-4o-audio-preview", "gpt-4o-mini-tts", "gpt-5-codex"):
-        assert table.price(name, 10, 10) is None, name
 
 
-def test_unknown_model_is_unpriced_and_warned_once_per_table(table: PricingTable) -> None:
-    fresh = PricingTable.load()
-    assert fresh.price("mystery-model", 1000, 1000) is None
+def test_unknown_model_is_unpriced_and_warned_once_per_table() -> None:
+    fresh = PricingTable.load(api_url=OPENAI)
+    for model in ("mystery-model", "fake-model", "smollm2-135m-instruct"):
+        assert fresh.price(model, 1000, 1000) is None and fresh.quote(model, 1, 1) is None
+    assert PricingTable.load().price("mystery-model", 1, 1) is None  # no endpoint: by name
     assert fresh.warn_once("mystery-model") is True
     assert fresh.warn_once("mystery-model") is False
     assert fresh.warn_once("other-model") is True
     assert PricingTable.load().warn_once("mystery-model") is True  # per session table
 
 
-def test_user_config_overrides_and_adds_models(tmp_path: Path, table: PricingTable) -> None:
+def test_provider_comes_from_the_endpoint_url_else_the_model_name() -> None:
+    groq = PricingTable.load(api_url="https://api.groq.com/openai/v1")
+    quote = groq.quote("llama-3.1-8b-instant", 1000, 1000)
+    assert quote is not None and quote.provider == "groq"
+    assert groq.quote("gpt-4o-mini", 1000, 1000) is None  # groq does not serve it: unpriced
+    # a proxy or local server genai-prices does not know: the model name decides
+    proxy = PricingTable.load(api_url="http://127.0.0.1:8000/v1")
+    assert proxy.api_url is None
+    via_proxy = proxy.quote("gpt-4o-mini", 1000, 1000)
+    assert via_proxy is not None and via_proxy.provider == "openai"
+    assert via_proxy.usd == PricingTable.load(api_url=OPENAI).price("gpt-4o-mini", 1000, 1000)
+
+
+def test_user_config_overrides_win_and_add_models(tmp_path: Path, table: PricingTable) -> None:
     (tmp_path / "pliny.yaml").write_text(
         "pricing:\n"
         "  gpt-4o: {input: 5.0, output: 15.0}\n"
         "  my-finetune: {input: 1.0, output: 2.0, cached_input: 0.5}\n"
     )
     settings = load_settings(tmp_path)
-    custom = PricingTable.load(settings.pricing)
+    custom = PricingTable.load(settings.pricing, api_url=OPENAI)
     # no cached_input in the override: cached tokens cost the input rate
-    assert custom.price("gpt-4o", 1000, 1000, 400) == pytest.approx((1000 * 5 + 1000 * 15) / 1e6)
+    quote = custom.quote("gpt-4o", 1000, 1000, 400)
+    assert quote is not None and quote.usd == pytest.approx((1000 * 5 + 1000 * 15) / 1e6)
+    assert (quote.source, quote.provider) == ("pliny.yaml", None)
+    assert custom.price("gpt-4o-2024-08-06", 1000, 1000) == quote.usd  # a snapshot of it
     assert custom.price("my-finetune", 1000, 1000, 400) == pytest.approx(
         (600 * 1.0 + 400 * 0.5 + 1000 * 2.0) / 1e6
     )
-    assert custom.price("gpt-4o-mini", 10, 10) == table.price("gpt-4o-mini", 10, 10)
+    assert custom.quote("gpt-4o-mini", 10, 10) == table.quote("gpt-4o-mini", 10, 10)
     assert custom.hash != table.hash and PricingTable.load().hash == table.hash
     assert len(table.hash) == 12
-
-
-def test_bad_pricing_file_names_file_and_line(tmp_path: Path) -> None:
-    bad = tmp_path / "pricing.yaml"
-    bad.write_text("models:\n  gpt-x: {input: 1.0, output: 2.0}\n  gpt-y: {input: -3, output: 1}\n")
-    with pytest.raises(ConfigError, match=rf"{bad}:3:\d+: models\.gpt-y\.input"):
-        PricingTable.load(path=bad)
 
 
 def test_bad_pricing_override_in_user_config_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "pliny.yaml").write_text("pricing:\n  gpt-4o: {input: 1.0, ouput: 2.0}\n")
     with pytest.raises(ConfigError, match=r"pliny.yaml:2:\d+: pricing\.gpt-4o"):
         load_settings(tmp_path)
+
+
+def test_pricing_makes_no_network_call_and_starts_no_updater() -> None:
+    probe = (
+        "import socket, threading\n"
+        "def refuse(*a, **k):\n    raise OSError('network used')\n"
+        "socket.socket.connect = socket.socket.connect_ex = refuse\n"
+        "socket.create_connection = socket.getaddrinfo = refuse\n"
+        "from pliny.llm.pricing import PricingTable\n"
+        "t = PricingTable.load(api_url='https://api.openai.com/v1')\n"
+        "print(t.price('gpt-4o-mini', 1000, 1000), t.price('o3', 10, 10),"
+        " threading.active_count())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    gpt, o3, threads = proc.stdout.split()
+    assert float(gpt) > 0 and float(o3) > 0 and threads == "1"
+
+
+def test_old_audit_lines_without_price_source_still_load_and_summarize() -> None:
+    old = {
+        "v": 1,
+        "type": "llm_call",
+        "ts": "2025-08-01T10:00:00.000000Z",
+        "seq": 1,
+        "session": "s",
+        "phase": "p",
+        "agent": "a",
+        "model": "gpt-4o",
+        "prompt_tokens": 100,
+        "completion_tokens": 10,
+        "cost_usd": 0.00035,
+        "pricing_hash": "320edc12e1a8",
+    }
+    new = {**old, "seq": 2, "cost_usd": None, "model": "mystery", "price_source": None}
+    priced = {**old, "seq": 3, "price_source": SOURCE, "price_provider": "openai"}
+    events = [parse(d) for d in (old, new, priced)]
+    assert isinstance(events[0], LLMCall) and events[0].price_source is None
+    summary = summarize(events)
+    assert summary.totals.calls == 3 and summary.totals.cost_usd == pytest.approx(0.0007)
+    assert summary.unpriced_models == ["mystery"] and summary.price_sources == [SOURCE]
 
 
 # -- budgets ------------------------------------------------------------------------

@@ -22,7 +22,6 @@ DATA = [
     "pliny/_data/frameworks/rise.yaml",
     "pliny/_data/frameworks/care.yaml",
     "pliny/_data/configs/default.yaml",
-    "pliny/_data/configs/pricing.yaml",
 ]
 
 pytestmark = pytest.mark.slow

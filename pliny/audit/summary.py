@@ -72,6 +72,7 @@ class Summary(BaseModel):
     agents: list[AgentSummary] = Field(default_factory=list)
     unpriced_models: list[str] = Field(default_factory=list)
     pricing_hashes: list[str] = Field(default_factory=list)
+    price_sources: list[str] = Field(default_factory=list)  # genai-prices 0.2.3, pliny.yaml
     history: list[HistoryItem] = Field(default_factory=list)
 
 
@@ -158,6 +159,8 @@ class _Builder:
             s.unpriced_models.append(model)
         if data.get("pricing_hash") and data["pricing_hash"] not in s.pricing_hashes:
             s.pricing_hashes.append(data["pricing_hash"])
+        if (source := data.get("price_source")) and source not in s.price_sources:
+            s.price_sources.append(source)
 
     def _phase_event(self, event: Event, data: dict) -> None:
         phase = self._phase(event.phase or "")

@@ -1,4 +1,4 @@
-"""`pliny audit` commands: view, summary, verify."""
+"""`pliny audit` commands: view, summary, verify (export: pliny/cli/audit_export.py)."""
 
 from __future__ import annotations
 
@@ -168,3 +168,12 @@ def _console() -> Console:
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else 140)
+
+
+def _register_export() -> None:
+    from pliny.cli.audit_export import export
+
+    app.command("export")(export)
+
+
+_register_export()

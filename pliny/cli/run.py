@@ -10,6 +10,10 @@ import typer
 
 from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
 
+OtlpOpt = typer.Option(
+    None, "--otlp", metavar="URL", help="Send OpenTelemetry traces to this OTLP/HTTP endpoint."
+)
+
 
 def register(app: typer.Typer) -> None:
     app.command("execute")(execute)
@@ -56,6 +60,7 @@ def execute(
         help="Run alert commands from the workspace pliny.yaml (env PLINY_ALLOW_ALERT_COMMANDS=1).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+    otlp: str = OtlpOpt,
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Run a framework on a task (or continue the current session)."""
@@ -82,6 +87,7 @@ def execute(
         until_phase=until_phase,
         timeout=session_timeout,
         allow_alert_commands=allow_alert_commands,
+        otlp=otlp,
     )
     raise typer.Exit(code)
 
@@ -103,6 +109,8 @@ def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
     """Prepare, run with the live view, print the summary; returns the exit code."""
     from pliny.lifecycle import runner
     opts = runner.RunOptions(workspace=workspace, **options)
+    if opts.otlp:
+        check_otlp(opts.otlp)
     server = None
     if opts.metrics_port is not None:  # bind first: a busy port is bad input, nothing written
         from pliny.observe.metrics import Metrics
@@ -115,6 +123,18 @@ def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
     finally:
         if server is not None:
             server.stop()
+
+
+def check_otlp(url: str) -> None:
+    """Bad input before anything is written: not an http(s) URL, or no otel extra."""
+    import importlib.util
+
+    from pliny.errors import UsageError
+
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--otlp: expected an http(s) URL, got {url!r}")
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        raise UsageError("--otlp needs the otel extra: pip install 'pliny-orchestrator[otel]'")
 
 
 def _run_prepared(opts: Any, json_out: bool) -> int:

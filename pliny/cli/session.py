@@ -163,6 +163,9 @@ def resume(
     allow_alert_commands: bool = typer.Option(
         False, "--allow-alert-commands", help="Run alert commands from the workspace pliny.yaml."
     ),
+    otlp: str = typer.Option(
+        None, "--otlp", metavar="URL", help="Send OpenTelemetry traces to this OTLP/HTTP endpoint."
+    ),
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Continue a crashed, failed, paused or cancelled session, with the settings it started
@@ -189,6 +192,7 @@ def resume(
             config_path=config,
             overrides=overrides if overrides["budgets"] else {},
             allow_alert_commands=allow_alert_commands,
+            otlp=otlp,
         )
     )
 

@@ -71,6 +71,29 @@ def attach_listeners(
     bus.subscribe(PhaseTracker(SessionStore(opts.workspace), state))
 
 
+def attach_tracing(opts: RunOptions, bus: EventBus, stack: Any, history: list[Event]) -> None:
+    """Live OpenTelemetry spans when ``--otlp`` or ``OTEL_EXPORTER_OTLP_*`` names an endpoint."""
+    env = opts.env if opts.env is not None else os.environ
+    names = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not opts.otlp and not any(env.get(n) for n in names):
+        return
+    try:
+        from pliny.observe.otel import OtelListener, endpoint_from_env, traces_url
+    except ImportError:  # the CLI refuses --otlp without it; the variable only warns
+        from loguru import logger
+
+        logger.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but the otel extra is not installed "
+            "(pip install 'pliny-orchestrator[otel]'): no traces"
+        )
+        return
+    url = traces_url(opts.otlp) if opts.otlp else endpoint_from_env(env)
+    listener = OtelListener(url or "")
+    listener.prime(history)
+    bus.subscribe(listener)
+    stack.callback(listener.close)
+
+
 async def gateway(
     opts: RunOptions,
     settings: Settings,
@@ -107,7 +130,9 @@ async def gateway(
         endpoint,
         bus,
         journal=Journal(session_dir / "journal.sqlite"),
-        pricing=PricingTable.load(settings.pricing),
+        pricing=PricingTable.load(
+            settings.pricing, api_url=endpoint.base_url or "https://api.openai.com/v1"
+        ),
         budget=budget,
         breakers=breakers,
     )

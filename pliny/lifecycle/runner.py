@@ -60,6 +60,7 @@ class RunOptions:
     metrics: Any = None  # a pliny.observe.metrics.Metrics already serving (bound before prepare)
     executor: str = "local"  # where agents run (pliny.engine.executor.EXECUTORS)
     allow_alert_commands: bool = False  # run alert commands from the workspace pliny.yaml
+    otlp: str | None = None  # OTLP/HTTP endpoint for live traces (else OTEL_EXPORTER_OTLP_*)
 
 
 @dataclass
@@ -275,6 +276,7 @@ async def _run_locked(
     async with AsyncExitStack() as stack:
         stack.callback(logs.stop, log_sink)
         stack.callback(audit.close)
+        wiring.attach_tracing(opts, bus, stack, history)  # sees session_started; ends first
         if crashed:
             bus.emit(
                 CrashDetected(previous_pid=None, detail="session was in progress; its process died")

@@ -13,10 +13,11 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pliny.errors import AIError, NetworkError
-from pliny.events import Error, EventBus, LLMCall, LLMQueued
+from pliny.events import Error, EventBus, LLMCall, LLMQueued, utcnow
 from pliny.llm import structured, tokens
 from pliny.llm.circuit import gave_up
 from pliny.llm.classify import Code, bad_response, classify
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from pliny.llm.budget import BudgetGuard
     from pliny.llm.circuit import CircuitBreakers
     from pliny.llm.endpoint import EndpointChoice
-    from pliny.llm.pricing import PricingTable
+    from pliny.llm.pricing import Price, PricingTable
 
 
 @dataclass
@@ -375,8 +376,10 @@ class LLMGateway:
                 "cached_tokens": 0,
             }
         model = data.get("model") or request["model"]
-        cost, table_hash = self._price(model, usage, replayed)
+        ts = utcnow()  # prices change by date: the call's own time picks the price
+        cost, table_hash, quote = self._price(model, usage, replayed, ts)
         return LLMCall(
+            ts=ts,
             phase=ctx.phase,
             agent=ctx.agent,
             model=model,
@@ -388,6 +391,9 @@ class LLMGateway:
             latency_ms=round(latency_ms, 2),
             cost_usd=cost,
             pricing_hash=table_hash,
+            price_source=quote.source if quote else None,
+            price_provider=quote.provider if quote else None,
+            request_model=request["model"],
             attempt=attempt,
             request_id=data.get("id"),
             request_hash=rhash,
@@ -398,18 +404,19 @@ class LLMGateway:
         )
 
     def _price(
-        self, model: str, usage: dict[str, int], replayed: bool
-    ) -> tuple[float | None, str | None]:
+        self, model: str, usage: dict[str, int], replayed: bool, ts: str
+    ) -> tuple[float | None, str | None, Price | None]:
         if self.endpoint.kind == "local":
-            return 0.0, None
+            return 0.0, None, None
         if self.pricing is None:
-            return None, None
+            return None, None, None
         if replayed:
-            return 0.0, self.pricing.hash
-        cost = self.pricing.price(
-            model, usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"]
+            return 0.0, self.pricing.hash, None
+        when = datetime.fromisoformat(ts)
+        quote = self.pricing.quote(
+            model, usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"], when
         )
-        if cost is None and self.pricing.warn_once(model):
+        if quote is None and self.pricing.warn_once(model):
             from pliny.events import Warning_
 
             self.bus.emit(
@@ -418,7 +425,7 @@ class LLMGateway:
                     "its calls are recorded as unpriced"
                 )
             )
-        return cost, self.pricing.hash
+        return (None if quote is None else quote.usd), self.pricing.hash, quote
 
     @staticmethod
     def _reply(data: dict[str, Any], replayed: bool = False) -> Reply:

@@ -1,10 +1,15 @@
 """Cost of an LLM call from its token counts.
 
-Prices come from the built-in ``configs/pricing.yaml``, overridden per model by
-``pricing:`` in the user's config. A model found nowhere is *unpriced*: its
-cost is ``None`` (recorded as null and flagged in summaries), never a silent 0.
-Every priced call records ``PricingTable.hash`` so a later reader knows which
-table priced it.
+Prices come from `genai-prices` (Pydantic's maintained price database:
+thousands of models across providers, with price history by date), which
+ships its data inside the package: nothing is fetched at run time (its
+opt-in ``UpdatePrices`` background refresh is never started here). The
+user's ``pricing:`` entries in ``pliny.yaml`` win over it, per model. A model
+found nowhere is *unpriced*: its cost is ``None`` (recorded as null and
+flagged in summaries), never a silent 0.
+
+Every priced call records which table priced it (``price_source``: the
+genai-prices version or ``pliny.yaml``) and ``PricingTable.hash``.
 """
 
 from __future__ import annotations
@@ -12,76 +17,132 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
 
-from pydantic import Field
-
-from pliny.config import resources
-from pliny.config.settings import ModelPrice, Strict, validate
-from pliny.config.yamlsource import load_file
+from pliny.config.settings import ModelPrice
 
 PER_TOKENS = 1_000_000
+USER_SOURCE = "pliny.yaml"
 # What may follow a known name for a dated snapshot: gpt-4o-2024-08-06, gpt-4-0613.
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 
 
-class PricingFile(Strict):
-    models: dict[str, ModelPrice] = Field(default_factory=dict)
+@dataclass(frozen=True)
+class Price:
+    usd: float
+    source: str  # "pliny.yaml" | "genai-prices 0.2.3"
+    provider: str | None = None  # genai-prices' provider id ("openai"); None for overrides
+
+
+@cache
+def table_source() -> str:
+    """The bundled table's name and version, recorded on every call it prices."""
+    import genai_prices
+
+    return f"genai-prices {genai_prices.__version__}"
+
+
+def _known_api(api_url: str | None) -> str | None:
+    """``api_url`` when genai-prices knows its provider; else None (match by model name)."""
+    if not api_url:
+        return None
+    from genai_prices.data_snapshot import get_snapshot
+
+    try:
+        get_snapshot().find_provider(None, None, api_url)
+    except LookupError:
+        return None  # a proxy or self-hosted server: the model name decides the provider
+    return api_url
 
 
 class PricingTable:
-    def __init__(self, models: dict[str, ModelPrice]) -> None:
-        self.models = {name.lower(): price for name, price in models.items()}
+    def __init__(self, overrides: dict[str, ModelPrice], api_url: str | None = None) -> None:
+        self.overrides = {name.lower(): price for name, price in overrides.items()}
+        self.api_url = _known_api(api_url)
         self._warned: set[str] = set()
-        canonical = {k: v.model_dump() for k, v in sorted(self.models.items())}
+        canonical = {
+            "overrides": {k: v.model_dump() for k, v in sorted(self.overrides.items())},
+            "table": table_source(),
+        }
         digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
         self._hash = digest[:12]
 
     @classmethod
     def load(
-        cls, overrides: dict[str, ModelPrice] | None = None, path: Path | None = None
+        cls, overrides: dict[str, ModelPrice] | None = None, api_url: str | None = None
     ) -> PricingTable:
-        """The built-in table (or ``path``) with ``overrides`` replacing whole entries."""
-        source = load_file(path or resources.config_path("pricing.yaml"))
-        table = validate(PricingFile, source)
-        models = {k.lower(): v for k, v in table.models.items()}
-        models.update({k.lower(): v for k, v in (overrides or {}).items()})
-        return cls(models)
+        """genai-prices' table with the user's ``overrides`` replacing whole entries.
+
+        ``api_url`` is the endpoint's base URL: it tells genai-prices the
+        provider (api.openai.com, api.groq.com, ...).
+        """
+        return cls(overrides or {}, api_url)
 
     @property
     def hash(self) -> str:
-        """Short sha256 of the merged table, recorded on every priced llm_call."""
+        """Short sha256 of the overrides and the table version, recorded on every priced call."""
         return self._hash
 
     def lookup(self, model: str) -> ModelPrice | None:
-        """Exact name, else the longest known name of which ``model`` is a dated snapshot."""
+        """The user's override: exact name, else the longest one ``model`` is a snapshot of."""
         name = model.lower()
-        if name in self.models:
-            return self.models[name]
+        if name in self.overrides:
+            return self.overrides[name]
         candidates = [
-            k for k in self.models if name.startswith(k) and _SNAPSHOT.fullmatch(name[len(k) :])
+            k for k in self.overrides if name.startswith(k) and _SNAPSHOT.fullmatch(name[len(k) :])
         ]
-        return self.models[max(candidates, key=len)] if candidates else None
+        return self.overrides[max(candidates, key=len)] if candidates else None
+
+    def quote(
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        when: datetime | None = None,
+    ) -> Price | None:
+        """USD for one call and who priced it, or None when the model is unpriced.
+
+        ``cached_tokens`` are part of ``prompt_tokens`` (as OpenAI reports
+        them). ``when`` is the call's time: prices change by date (now if None).
+        """
+        cached = max(0, min(cached_tokens, prompt_tokens))
+        if (entry := self.lookup(model)) is not None:
+            return Price(_by_hand(entry, prompt_tokens, completion_tokens, cached), USER_SOURCE)
+        return self._from_table(model, prompt_tokens, completion_tokens, cached, when)
 
     def price(
-        self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        when: datetime | None = None,
     ) -> float | None:
-        """USD for one call, or None when the model is unpriced.
+        """USD for one call, or None when the model is unpriced."""
+        quote = self.quote(model, prompt_tokens, completion_tokens, cached_tokens, when)
+        return None if quote is None else quote.usd
 
-        ``cached_tokens`` are part of ``prompt_tokens`` (as OpenAI reports them)
-        and cost ``cached_input`` when the table gives one, else ``input``.
-        """
-        entry = self.lookup(model)
-        if entry is None:
+    def _from_table(
+        self, model: str, prompt: int, completion: int, cached: int, when: datetime | None
+    ) -> Price | None:
+        import genai_prices
+
+        usage = genai_prices.Usage(
+            input_tokens=prompt, output_tokens=completion, cache_read_tokens=cached
+        )
+        kwargs: dict[str, Any] = {"genai_request_timestamp": when}
+        if self.api_url:
+            kwargs["provider_api_url"] = self.api_url
+        try:
+            calc = genai_prices.calc_price(usage, model, **kwargs)
+        except LookupError:
             return None
-        cached = max(0, min(cached_tokens, prompt_tokens))
-        cached_rate = entry.input if entry.cached_input is None else entry.cached_input
-        usd = (
-            (prompt_tokens - cached) * entry.input
-            + cached * cached_rate
-            + completion_tokens * entry.output
-        ) / PER_TOKENS
-        return round(usd, 10)  # drop float noise like 0.0030000000000000005
+        # round: drop float noise like 0.0030000000000000005
+        return Price(round(float(calc.total_price), 10), table_source(), calc.provider.id)
 
     def warn_once(self, model: str) -> bool:
         """True the first time per table for ``model`` (one warning per model per session)."""
@@ -90,3 +151,10 @@ class PricingTable:
             return False
         self._warned.add(key)
         return True
+
+
+def _by_hand(entry: ModelPrice, prompt: int, completion: int, cached: int) -> float:
+    """A user override: cached tokens cost ``cached_input`` when given, else ``input``."""
+    cached_rate = entry.input if entry.cached_input is None else entry.cached_input
+    usd = (prompt - cached) * entry.input + cached * cached_rate + completion * entry.output
+    return round(usd / PER_TOKENS, 10)
