@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 from pliny.audit.log import AuditLog, read_events
 from pliny.config.settings import AlertRule
@@ -25,6 +24,7 @@ from pliny.events import (
     Retry,
     SessionCompleted,
 )
+from pliny.logs import logger
 from pliny.observe.alerts import METRICS, AlertMonitor, validate_rules, watch_loop
 
 

@@ -133,4 +133,5 @@ def test_cancel_on_a_running_stream_raises_cancelled_error(
     assert handle.status == "cancelled"
     assert handle.history()[-1].type == "session_cancelled"
     fake_server.latency_ms = 0
-    assert handle.resume(env=env(fake_server)).status == "completed"
+    resumed = handle.resume(env=env(fake_server))
+    assert resumed.status == "completed", resumed.error

@@ -40,7 +40,7 @@ def claim(root: Path, session: str, declared: str) -> Claim:
 
     state = root / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(state / "deliverables.lock"), timeout=30):
+    with FileLock(str(state / "deliverables.lock"), timeout=30, mode=0o600):
         owners = _load(state / REGISTRY)
         for path, owner in owners.items():
             if owner == {"session": session, "declared": declared}:

@@ -10,6 +10,7 @@ itself too, so nothing at all shows.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 IGNORE_ALL = "# Pliny's own state (sessions, audit logs): never part of the repository\n*\n"
@@ -29,7 +30,9 @@ def hide_from_git(directory: Path, *, workspace: Path | None = None) -> None:
     ignore = target / ".gitignore"
     if ignore.exists():
         return
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)  # state: private (0700/0600)
     # Best effort: an unwritable state dir fails loudly elsewhere, not here.
-    with contextlib.suppress(FileExistsError, PermissionError), ignore.open("x") as fh:
-        fh.write(IGNORE_ALL)
+    with contextlib.suppress(FileExistsError, PermissionError):
+        fd = os.open(ignore, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(IGNORE_ALL)
