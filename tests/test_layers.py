@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"observe"},
     {"logs"},
+    {"distributed"},
     {"lifecycle"},
     {"doctor"},
     {"api"},
