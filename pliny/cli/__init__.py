@@ -21,6 +21,7 @@ from pliny.cli import (
     metrics_cmd,
     session,
     watch,
+    worker,
 )
 from pliny.cli.common import run_guarded
 from pliny.cli.run import register as register_run
@@ -53,6 +54,7 @@ register_run(app)
 doctor.register(app)
 watch.register(app)
 metrics_cmd.register(app)
+worker.register(app)
 app.command("rollback")(checkpoint.rollback)
 app.add_typer(session.app, name="session")
 app.add_typer(checkpoint.app, name="checkpoint")

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+from pliny.cli.worker import ExecutorOpt, QueueOpt, TemporalOpt, executor_options
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +47,9 @@ def execute(
     ),
     until_phase: str = typer.Option(None, "--until-phase", help="Stop (paused) after this phase."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+    executor: str = ExecutorOpt,
+    temporal: str = TemporalOpt,
+    task_queue: str = QueueOpt,
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Run a framework on a task (or continue the current session)."""
@@ -71,6 +75,7 @@ def execute(
         from_phase=from_phase,
         until_phase=until_phase,
         timeout=session_timeout,
+        **executor_options(executor, temporal, task_queue),
     )
     raise typer.Exit(code)
 

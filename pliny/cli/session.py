@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+from pliny.cli.worker import ExecutorOpt, QueueOpt, TemporalOpt, executor_options
 
 app = typer.Typer(no_args_is_help=True, help="Create, inspect, resume and clean up sessions.")
 
@@ -77,9 +78,12 @@ def show(
 def resume(
     session_id: str = typer.Argument(None, help="Session id (default: current)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
+    executor: str = ExecutorOpt,
+    temporal: str = TemporalOpt,
+    task_queue: str = QueueOpt,
     workspace: Path = WorkspaceOpt,
 ) -> None:
-    """Continue a crashed, failed, paused or cancelled session."""
+    """Continue a crashed, failed, paused or cancelled session (where it ran, by default)."""
     from pliny.cli.run import run_session
     from pliny.errors import UsageError
     from pliny.lifecycle.store import SessionStore
@@ -92,7 +96,8 @@ def resume(
         raise UsageError(
             f"session {state.id!r} never ran: use `pliny execute --session {state.id}`"
         )
-    raise typer.Exit(run_session(ws, json_out, session_id=state.id))
+    chosen = executor_options(executor, temporal, task_queue)
+    raise typer.Exit(run_session(ws, json_out, session_id=state.id, **chosen))
 
 
 @app.command("cancel")

@@ -40,9 +40,15 @@ CURRENT: ContextVar[Outbox] = ContextVar("pliny_attempt")
 class AgentActivities:
     """Holds what a worker process brings: its endpoint env and workspace mount."""
 
-    def __init__(self, env: Mapping[str, str] | None = None, workspace: Path | None = None):
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        workspace: Path | None = None,
+        identity: str | None = None,
+    ) -> None:
         self.env = dict(os.environ if env is None else env)
         self.workspace = workspace
+        self.identity = identity or f"pliny-worker-{os.getpid()}"
         self._contexts: dict[str, tuple[Any, SharedStore]] = {}
         self._stack = contextlib.AsyncExitStack()
         self._building = asyncio.Lock()
@@ -107,7 +113,8 @@ class AgentActivities:
         config = Path(call["config_path"]) if call.get("config_path") else None
         settings = load_settings(workspace, config, call.get("overrides") or {})
         framework = fwmod.load(call["framework"])
-        bus = EventBus(session=call["task"]["session"])
+        # `worker` on every event: the audit log says which machine made each call.
+        bus = EventBus(session=call["task"]["session"], worker=self.identity)
         bus.subscribe(lambda event: CURRENT.get().event(event))
         budget = SharedBudget(store, settings.budgets, owner=lambda: CURRENT.get().origin)
         bus.subscribe(budget)

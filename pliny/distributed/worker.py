@@ -51,6 +51,7 @@ async def serve(
     identity: str | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    on_ready: Any = None,
 ) -> None:
     """Poll ``queues`` until ``stop`` is set (or forever)."""
     from temporalio.worker import Worker
@@ -59,8 +60,9 @@ async def serve(
     from pliny.distributed.executor_options import connect
     from pliny.distributed.workflow import AgentWorkflow
 
+    _warm_up()  # heavy imports now, not on the event loop of a first agent (missed heartbeats)
     client = await connect(address)
-    activities = AgentActivities(env, workspace)
+    activities = AgentActivities(env, workspace, identity=identity)
     workers = [
         Worker(
             client,
@@ -69,6 +71,10 @@ async def serve(
             activities=[activities.run_agent],
             max_concurrent_activities=max_concurrent,
             identity=identity,
+            # No sticky workflow cache: after a worker dies, the next workflow task goes
+            # straight to a live worker instead of waiting out the dead one's sticky
+            # queue (10 s). The workflow is one activity, so a replay costs nothing.
+            max_cached_workflows=0,
         )
         for queue in queues
     ]
@@ -78,9 +84,21 @@ async def serve(
                 await stack.enter_async_context(worker)
             if ready is not None:
                 ready.set()
+            if on_ready is not None:
+                on_ready()
             await (stop.wait() if stop is not None else asyncio.Future())
     finally:
         await activities.aclose()
+
+
+def _warm_up() -> None:
+    import openai
+
+    import pliny.engine.agent
+    import pliny.llm.gateway
+    import pliny.llm.pricing  # noqa: F401 - imported for the side effect of loading
+
+    openai.AsyncOpenAI(api_key="warm-up", base_url="http://127.0.0.1:9")  # loads httpx, ssl
 
 
 def run_in_thread(address: str, queues: list[str], **kw: Any) -> Any:
