@@ -27,6 +27,8 @@ from pliny.audit.reader import read_events
 from pliny.config.settings import Settings
 from pliny.events import Event
 from tests.executor_conformance import *  # noqa: F403 - the shared suite
+from tests.executor_conformance import fanout
+from tests.executor_conformance import run as run_here
 from tests.fakeserver import FakeServer
 from tests.temporal_dev import DevServer, free_port, temporal_binary
 
@@ -280,3 +282,48 @@ def test_unreachable_temporal_is_bad_input_and_writes_nothing(
     assert f"cannot reach Temporal at {address}" in done.stderr
     assert not (tmp_path / ".pliny").exists()
     assert fake_server.requests == []
+
+
+def test_budget_holds_across_parallel_agents(
+    tmp_path: Path, fake_server: FakeServer, executor_name: str
+) -> None:
+    # Eight agents ask at once; each call may use over 100 tokens (prompt + max_tokens).
+    # Checked against spent tokens only, all eight would go out; reserved, at most
+    # four fit under 500, and the fifth pauses the session.
+    fake_server.latency_ms = 300
+    limits = {"budgets": {"max_tokens": 500}, "llm": {"max_tokens": 100}}
+    fw = fanout(tmp_path, 8)
+    outcome, events = run_here(tmp_path, fake_server, executor_name, fw, overrides=limits)
+    assert outcome.status == "paused", outcome.error
+    assert any(e.type == "budget_exceeded" for e in events)
+    assert 0 < len(fake_server.requests) <= 4
+
+
+def test_large_answers_travel_by_digest_not_in_payloads(
+    tmp_path: Path, fake_server: FakeServer, executor_name: str
+) -> None:
+    big = "x" * 3_000_000  # over Temporal's 2 MB payload limit, as a result and as an input
+    fake_server.script(system="worker 1", reply=big)
+    outcome, _ = run_here(tmp_path, fake_server, executor_name, fanout(tmp_path, 1))
+    assert outcome.status == "completed", outcome.error
+    assert outcome.results["w1"]["text"] == big
+    (summer,) = [r for r in fake_server.requests if "summer" in r.system]
+    assert big in summer.last_user
+
+
+def test_error_taxonomy_maps_onto_temporal_retries() -> None:
+    from datetime import timedelta
+
+    from pliny.distributed.taxonomy import from_details, to_application_error
+    from pliny.errors import BudgetExceeded, ConfigError, NetworkError, ValidationFailure
+    from pliny.llm.budget import Breach
+
+    budget = BudgetExceeded("over")
+    budget.breach = Breach("session", "max_tokens", 10, 8, 5)  # type: ignore[attr-defined]
+    for err in (ConfigError("bad key"), ValidationFailure("schema"), budget):
+        assert to_application_error(err).non_retryable, err
+    limited = to_application_error(NetworkError("429", retry_after=7.0))
+    assert not limited.non_retryable and limited.next_retry_delay == timedelta(seconds=7)
+    back = from_details(to_application_error(budget).details[0])
+    assert isinstance(back, BudgetExceeded) and back.breach == budget.breach  # type: ignore[attr-defined]
+    assert from_details(to_application_error(ConfigError("k")).details[0]).exit_code == 2

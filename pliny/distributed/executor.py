@@ -21,6 +21,7 @@ Exactly once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import uuid
@@ -125,8 +126,11 @@ class TemporalExecutor:
             self.absorb(workflow)
             raise from_temporal(exc, task.agent) from None
         except asyncio.CancelledError:  # the engine's timeout or Ctrl-C: stop the remote agent
-            await asyncio.shield(_cancel(handle))
+            # What it did so far goes in now; calls still in flight are appended when the
+            # session resumes (the same workflow id finds them in the outbox).
             self.absorb(workflow)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(_cancel(handle))
             raise
         self.absorb(workflow)
         return self.store.unspill(out["result"])

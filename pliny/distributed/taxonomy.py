@@ -121,8 +121,11 @@ def from_temporal(exc: BaseException, agent: str) -> PlinyError:
                 hint="start a `pliny worker`, then `pliny session resume`",
             )
         cause = cause.__cause__
+    deepest = exc
+    while deepest.__cause__ is not None:
+        deepest = deepest.__cause__
     return SystemFailure(
-        f"agent {agent}: Temporal reported {type(exc).__name__}: {exc}",
+        f"agent {agent}: Temporal reported {type(deepest).__name__}: {deepest}",
         code="PLINY-TEMPORAL",
         recoverable=True,
         hint="`pliny session resume` tries again",
