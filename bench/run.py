@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {  # name -> (module, function, wh
     "checkpoints": ("bench.reused", "checkpoints", "git checkpoint commit time"),
     "audit": ("bench.reused", "audit", "audit log events/s per fsync policy"),
     "embedded": ("bench.reused", "embedded", "embedded llama.cpp model speed"),
+    "temporal": ("bench.bench_temporal", "run", "agents on Temporal workers vs local"),
 }
 
 
@@ -55,6 +56,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def skip_reason(name: str, quick: bool) -> str | None:
+    if name == "temporal":
+        from tests.temporal_dev import temporal_binary
+
+        return None if temporal_binary() else "skipped: no `temporal` CLI (temporal extra)"
     if name != "embedded":
         return None
     if quick:

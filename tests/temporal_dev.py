@@ -39,13 +39,13 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 class DevServer:
     """`temporal server start-dev --headless` on 127.0.0.1, stopped on exit."""
 
-    def __init__(self, binary: str, db: Path) -> None:
+    def __init__(self, binary: str, db: Path | None = None) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         ports = ["--port", str(self.port), "--http-port", str(free_port())]
         ports += ["--metrics-port", str(free_port())]
         args = [binary, "server", "start-dev", "--headless", "--ip", "127.0.0.1", *ports]
-        args += ["--db-filename", str(db), "--log-level", "error"]
+        args += ["--log-level", "error"] + (["--db-filename", str(db)] if db else [])
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port(self.port)

@@ -43,7 +43,7 @@ _queues = itertools.count(1)
 @pytest.fixture(scope="module")
 def temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     assert BINARY is not None
-    server = DevServer(BINARY, tmp_path_factory.mktemp("temporal") / "dev.db")
+    server = DevServer(BINARY)  # in memory; the kill tests kill workers and coordinators
     yield server
     server.stop()
 
