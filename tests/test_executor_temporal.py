@@ -327,3 +327,10 @@ def test_error_taxonomy_maps_onto_temporal_retries() -> None:
     back = from_details(to_application_error(budget).details[0])
     assert isinstance(back, BudgetExceeded) and back.breach == budget.breach  # type: ignore[attr-defined]
     assert from_details(to_application_error(ConfigError("k")).details[0]).exit_code == 2
+
+
+def test_cli_start_up_does_not_import_temporal() -> None:
+    code = "import sys; from pliny.cli import app; print([m for m in sys.modules if 'tempor' in m])"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
