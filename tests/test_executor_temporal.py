@@ -27,7 +27,7 @@ from pliny.audit.reader import read_events
 from pliny.config.settings import Settings
 from pliny.events import Event
 from tests.executor_conformance import *  # noqa: F403 - the shared suite
-from tests.executor_conformance import fanout
+from tests.executor_conformance import fanout, write_framework
 from tests.executor_conformance import run as run_here
 from tests.fakeserver import FakeServer
 from tests.temporal_dev import DevServer, free_port, temporal_binary
@@ -334,3 +334,27 @@ def test_cli_start_up_does_not_import_temporal() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_task_queue_in_yaml_routes_an_agent(
+    tmp_path: Path, fake_server: FakeServer, executor_name: str, temporal: DevServer
+) -> None:
+    from pliny.distributed.worker import run_in_thread
+
+    queue = f"gpu-{next(_queues)}"
+    env = {"OPENAI_BASE_URL": fake_server.base_url, "OPENAI_API_KEY": "sk-test"}
+    stop = run_in_thread(temporal.address, [queue], env=env, identity="gpu-box")
+    try:
+        fw = write_framework(
+            tmp_path,
+            "name: routed\nphases:\n  - name: work\n    agents:\n"
+            "      - {name: plain, role: plain worker, prompt: 'a {{task}}'}\n"
+            f"      - {{name: heavy, role: heavy worker, prompt: 'b {{{{task}}}}', "
+            f"task_queue: {queue}}}\n",
+        )
+        outcome, events = run_here(tmp_path, fake_server, executor_name, fw)
+    finally:
+        stop()
+    assert outcome.status == "completed", outcome.error
+    by_agent = {e.agent: getattr(e, "worker", None) for e in events if e.type == "llm_call"}
+    assert by_agent["heavy"] == "gpu-box" and by_agent["plain"] not in (None, "gpu-box")
