@@ -149,9 +149,12 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
 def _choose_executor(opts: RunOptions, state: SessionState) -> None:
     """A resume without --executor runs where the session ran before."""
     if opts.executor is None:
+        from pliny.distributed import check_executor_options
+
         saved = dict(state.options.get("executor") or {"name": "local"})
         opts.executor = saved.pop("name")
         opts.executor_options = {**saved, **opts.executor_options}
+        check_executor_options(opts.executor, opts.executor_options)  # still reachable?
     elif opts.executor == "local":
         state.options.pop("executor", None)
     else:
