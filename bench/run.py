@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {  # name -> (module, function, wh
     "audit": ("bench.reused", "audit", "audit log events/s per fsync policy"),
     "embedded": ("bench.reused", "embedded", "embedded llama.cpp model speed"),
     "web": ("bench.bench_web", "run", "pliny serve: first data render in Chromium"),
+    "temporal": ("bench.bench_temporal", "run", "agents on Temporal workers vs local"),
 }
 
 
@@ -60,6 +61,11 @@ def skip_reason(name: str, quick: bool) -> str | None:
         from bench.bench_web import available
 
         return available()
+
+    if name == "temporal":
+        from tests.temporal_dev import temporal_binary
+
+        return None if temporal_binary() else "skipped: no `temporal` CLI (temporal extra)"
     if name != "embedded":
         return None
     if quick:

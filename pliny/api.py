@@ -62,7 +62,8 @@ class RunKwargs(TypedDict, total=False):
     from_phase: str | None
     until_phase: str | None
     timeout: float | None  # this run only
-    executor: str  # "local", or a registered distributed executor
+    executor: str  # "local" (default: where the session ran), or "temporal"
+    executor_options: dict[str, Any]  # e.g. {"address": "127.0.0.1:7233", "task_queue": "q"}
     env: dict[str, str] | None  # instead of os.environ (endpoint, key)
     otlp: str | None  # OTLP/HTTP URL for live traces (needs the otel extra), like --otlp
     listeners: list[Callback]  # each gets every event

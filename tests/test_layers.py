@@ -31,6 +31,7 @@ LAYERS: list[set[str]] = [
     {"llm"},
     {"engine"},
     {"observe"},
+    {"distributed"},
     {"lifecycle"},
     {"doctor"},
     {"api"},

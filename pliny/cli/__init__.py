@@ -22,6 +22,7 @@ from pliny.cli import (
     serve,
     session,
     watch,
+    worker,
 )
 from pliny.cli.common import HELP_OPTIONS, require_subcommand, run_guarded
 from pliny.cli.run import register as register_run
@@ -57,6 +58,7 @@ doctor.register(app)
 watch.register(app)
 metrics_cmd.register(app)
 serve.register(app)
+worker.register(app)
 app.command("rollback")(checkpoint.rollback)
 app.add_typer(session.app, name="session")
 app.add_typer(checkpoint.app, name="checkpoint")

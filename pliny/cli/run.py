@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from pliny.cli.common import WorkspaceOpt, print_json, workspace_path
+from pliny.cli.worker import ExecutorOpt, QueueOpt, TemporalOpt, executor_options
 
 OtlpOpt = typer.Option(
     None, "--otlp", metavar="URL", help="Send OpenTelemetry traces to this OTLP/HTTP endpoint."
@@ -61,6 +62,9 @@ def execute(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
     otlp: str = OtlpOpt,
+    executor: str = ExecutorOpt,
+    temporal: str = TemporalOpt,
+    task_queue: str = QueueOpt,
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Run a framework on a task (or continue the current session)."""
@@ -88,6 +92,7 @@ def execute(
         timeout=session_timeout,
         allow_alert_commands=allow_alert_commands,
         otlp=otlp,
+        **executor_options(executor, temporal, task_queue),
     )
     raise typer.Exit(code)
 

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from pliny.cli.common import WorkspaceOpt, group, print_json, workspace_path
+from pliny.cli.worker import ExecutorOpt, QueueOpt, TemporalOpt, executor_options
 
 app = group("Create, inspect, resume and clean up sessions.")
 
@@ -166,10 +167,13 @@ def resume(
     otlp: str = typer.Option(
         None, "--otlp", metavar="URL", help="Send OpenTelemetry traces to this OTLP/HTTP endpoint."
     ),
+    executor: str = ExecutorOpt,
+    temporal: str = TemporalOpt,
+    task_queue: str = QueueOpt,
     workspace: Path = WorkspaceOpt,
 ) -> None:
-    """Continue a crashed, failed, paused or cancelled session, with the settings it started
-    with; --config and the budget flags replace them (and are kept for later resumes)."""
+    """Continue a crashed, failed, paused or cancelled session where it ran, with the settings
+    it started with; --config and the budget flags replace them (and are kept for later)."""
     from pliny.cli.run import run_session
     from pliny.errors import UsageError
     from pliny.lifecycle.store import SessionStore
@@ -193,6 +197,7 @@ def resume(
             overrides=overrides if overrides["budgets"] else {},
             allow_alert_commands=allow_alert_commands,
             otlp=otlp,
+            **executor_options(executor, temporal, task_queue),
         )
     )
 

@@ -107,7 +107,7 @@ class LocalExecutor:
 
 
 # name -> factory; a distributed executor registers itself here (``--executor NAME``).
-EXECUTORS: dict[str, Callable[[AgentRun], Executor]] = {"local": LocalExecutor}
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
 
 
 def check_executor(name: str) -> None:
@@ -116,6 +116,7 @@ def check_executor(name: str) -> None:
         raise UsageError(f"unknown executor {name!r} (known: {known})")
 
 
-def make_executor(name: str, run: AgentRun) -> Executor:
+def make_executor(name: str, run: AgentRun, options: dict[str, Any] | None = None) -> Executor:
+    """``options``: what a distributed executor needs (address, queue, how to relaunch)."""
     check_executor(name)
-    return EXECUTORS[name](run)
+    return EXECUTORS[name](run, **options) if options else EXECUTORS[name](run)

@@ -43,6 +43,9 @@ class Agent(Strict):
     deliverable: str | None = Field(None, description="workspace path the answer is written to")
     timeout: Seconds = None
     cache: CacheSpec | None = None
+    # Temporal executor: the task queue whose workers run this agent (routing, not content:
+    # excluded from dumps so it never changes a result-cache key).
+    task_queue: str | None = Field(None, min_length=1, exclude=True)
 
     @field_validator("output_schema")
     @classmethod
@@ -101,6 +104,7 @@ class Phase(Strict):
     min_successful_agents: int | None = Field(None, ge=0)
     timeout: Seconds = None
     cache: CacheSpec | None = None
+    task_queue: str | None = Field(None, min_length=1, exclude=True)  # default for its agents
 
     @field_validator("name")
     @classmethod

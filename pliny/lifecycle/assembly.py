@@ -102,7 +102,10 @@ async def gateway(
     session_dir: Path,
     stack: AsyncExitStack,
     history: list[Event],
+    *,
+    calls_here: bool = True,
 ) -> Any:
+    """``calls_here`` False: workers make the calls, so no embedded model is started here."""
     from pliny.llm.budget import BudgetGuard
     from pliny.llm.circuit import CircuitBreakers
     from pliny.llm.endpoint import resolve
@@ -113,7 +116,7 @@ async def gateway(
     endpoint = resolve(
         settings.llm, opts.env if opts.env is not None else os.environ, state.options.get("model")
     )
-    if endpoint.kind == "local":
+    if endpoint.kind == "local" and calls_here:
         endpoint = await start_embedded(settings, endpoint, stack)
     budget = BudgetGuard.from_events(history, settings.budgets)
     bus.subscribe(budget)

@@ -58,7 +58,8 @@ class RunOptions:
     until_phase: str | None = None  # stop (status paused) after this phase completes
     timeout: float | None = None  # this run only (`--timeout`); not saved for resumes
     metrics: Any = None  # a pliny.observe.metrics.Metrics already serving (bound before prepare)
-    executor: str = "local"  # where agents run (pliny.engine.executor.EXECUTORS)
+    executor: str | None = None  # where agents run (EXECUTORS); None: the session's, else local
+    executor_options: dict[str, Any] = field(default_factory=dict)  # e.g. address, task_queue
     allow_alert_commands: bool = False  # run alert commands from the workspace pliny.yaml
     otlp: str | None = None  # OTLP/HTTP endpoint for live traces (else OTEL_EXPORTER_OTLP_*)
 
@@ -74,9 +75,13 @@ class Outcome:
 
 def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwmod.Framework]:
     """Validate everything before any state is written (bad input changes nothing)."""
+    from pliny.distributed import check_executor_options, register_executors
     from pliny.engine.executor import check_executor
 
-    check_executor(opts.executor)
+    register_executors()
+    if opts.executor is not None:
+        check_executor(opts.executor)
+        check_executor_options(opts.executor, opts.executor_options)
     store = SessionStore(opts.workspace)
     state = _session_to_run(store, opts)
     if state is None and (opts.rerun or opts.from_phase):
@@ -142,6 +147,7 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
         state.options["model"] = opts.model
     if opts.parallel is not None:
         state.options["parallel"] = opts.parallel
+    _choose_executor(opts, state)
     return settings, store, state, framework
 
 
@@ -164,6 +170,21 @@ def _session_to_run(store: SessionStore, opts: RunOptions) -> SessionState | Non
         return None
     state = store.load(current)
     return state if state.status == "created" else None
+
+
+def _choose_executor(opts: RunOptions, state: SessionState) -> None:
+    """A resume without --executor runs where the session ran before."""
+    if opts.executor is None:
+        from pliny.distributed import check_executor_options
+
+        saved = dict(state.options.get("executor") or {"name": "local"})
+        opts.executor = saved.pop("name")
+        opts.executor_options = {**saved, **opts.executor_options}
+        check_executor_options(opts.executor, opts.executor_options)  # still reachable?
+    elif opts.executor == "local":
+        state.options.pop("executor", None)
+    else:
+        state.options["executor"] = {"name": opts.executor, **opts.executor_options}
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -312,6 +333,27 @@ async def _run_locked(
         return Outcome(state, "completed", None, results, 0)
 
 
+def _executor_options(
+    opts: RunOptions, settings: Settings, state: SessionState
+) -> dict[str, Any] | None:
+    """Plain data a remote worker needs to rebuild this run: names and paths, no secrets."""
+    if opts.executor in (None, "local"):
+        return None
+    from pliny.audit.log import log_path
+
+    workspace = opts.workspace.resolve()
+    launch = {
+        "workspace": str(workspace),
+        "session_dir": str(SessionStore(opts.workspace).dir(state.id).resolve()),
+        "audit_path": str(log_path(workspace, settings.audit, state.id)),
+        "framework": state.framework,
+        "config_path": str(opts.config_path.resolve()) if opts.config_path else None,
+        "overrides": state.options.get("overrides", {}),
+        "model": state.options.get("model"),
+    }
+    return {**opts.executor_options, "launch": launch}
+
+
 def _ended(store: SessionStore, state: SessionState, bus: EventBus, exc: BaseException) -> Outcome:
     from pliny.llm.classify import classify
 
@@ -368,7 +410,10 @@ async def _run_engine(
         env = opts.env if opts.env is not None else os.environ
         trusted = commands_trusted(opts.config_path, opts.allow_alert_commands, env)
         await wiring.start_alerts(settings, state, bus, stack, history, trusted)
-    gateway = await wiring.gateway(opts, settings, state, bus, session_dir, stack, history)
+    here = opts.executor in (None, "local")  # a distributed executor's calls go from workers
+    gateway = await wiring.gateway(
+        opts, settings, state, bus, session_dir, stack, history, calls_here=here
+    )
     run = AgentRun(
         framework,
         settings,
@@ -379,7 +424,8 @@ async def _run_engine(
         use_tools=wiring.use_tools(settings, gateway),
         cache=wiring.open_cache(opts.workspace, framework, stack),
     )
-    executor = make_executor(opts.executor, run)
+    options = _executor_options(opts, settings, state)
+    executor = make_executor(opts.executor or "local", run, options)
     engine = Engine(
         framework,
         executor,

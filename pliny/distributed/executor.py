@@ -1,0 +1,172 @@
+"""The coordinator side: each agent of the phase graph as a Temporal workflow.
+
+The coordinator keeps everything that decides *what* runs (LangGraph phase
+graph, routes, cycles, failure policy, session state, the audit log); this
+executor only decides *where*: it starts one ``PlinyAgent`` workflow per
+``AgentTask`` on the agent's task queue and waits for it.
+
+Exactly once:
+
+* The workflow id is derived from the task (session, phase, agent, cycle and
+  a digest of the inputs). ``USE_EXISTING`` re-attaches a resumed coordinator
+  to a run still in flight; ``ALLOW_DUPLICATE_FAILED_ONLY`` reads the result
+  of one that already completed (never runs it twice) and lets a failed one
+  be tried again. A ``--rerun`` (fresh) task gets a new id each run.
+* Events and writes come from the shared outbox (see ``shared.py``) and are
+  appended once each, in the order the worker produced them: an origin
+  already in the audit log (a coordinator that died after appending) is
+  skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pliny.distributed.executor_options import address_of, connect, queue_of
+from pliny.distributed.ledger import SharedBudget, release_workflow
+from pliny.distributed.shared import SharedStore, shared_path
+from pliny.distributed.taxonomy import from_temporal
+from pliny.distributed.workflow import WORKFLOW
+from pliny.engine.executor import AgentTask
+from pliny.events import parse
+
+if TYPE_CHECKING:
+    from pliny.engine.agent import AgentRun
+
+HEARTBEAT_S = 10.0
+MAX_ATTEMPTS = 3
+
+
+class TemporalExecutor:
+    def __init__(
+        self,
+        run: AgentRun,
+        *,
+        launch: dict[str, Any],
+        address: str | None = None,
+        task_queue: str | None = None,
+        heartbeat_s: float | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        self.context = run
+        self.default_model = run.gateway.endpoint.model
+        self.address = address_of(address)
+        self.task_queue = queue_of(task_queue)
+        self.heartbeat_s = float(
+            heartbeat_s or os.environ.get("PLINY_TEMPORAL_HEARTBEAT_S") or HEARTBEAT_S
+        )
+        self.max_attempts = int(max_attempts or MAX_ATTEMPTS)
+        self.launch = launch
+        self.nonce = uuid.uuid4().hex[:8]  # fresh (--rerun) tasks: a new workflow per run
+        session_dir = Path(launch["session_dir"])
+        self.store = SharedStore(shared_path(session_dir))
+        self.seen = _logged_origins(Path(launch["audit_path"]))
+        if run.gateway.budget is not None:
+            SharedBudget.reset(self.store, run.gateway.budget)
+        self._client: Any = None
+        self._connecting = asyncio.Lock()
+
+    async def client(self) -> Any:
+        async with self._connecting:
+            if self._client is None:
+                self._client = await connect(self.address)
+        return self._client
+
+    def queue_for(self, task: AgentTask) -> str:
+        phase, agent = self.context.framework.agent(task.agent)
+        return agent.task_queue or phase.task_queue or self.task_queue
+
+    def workflow_id(self, task: AgentTask) -> str:
+        digest = hashlib.sha256(task.to_json().encode()).hexdigest()[:16]
+        fresh = f"-{self.nonce}" if task.fresh else ""
+        return f"pliny/{task.session}/{task.phase}/{task.agent}/c{task.cycle}/{digest}{fresh}"
+
+    def call(self, task: AgentTask, workflow: str) -> dict[str, Any]:
+        plain = task.__dict__ | {"inputs": self.store.spill(task.inputs)}
+        limit = self.context.settings.execution.timeouts.agent
+        return {
+            **{k: v for k, v in self.launch.items() if k not in ("session_dir", "audit_path")},
+            "task": plain,
+            "workflow": workflow,
+            "activity": {
+                "start_to_close_s": float(limit or 6 * 3600),
+                "heartbeat_s": self.heartbeat_s,
+                "retry_initial_s": 0.5,
+                "max_attempts": self.max_attempts,
+            },
+        }
+
+    async def run(self, task: AgentTask) -> dict[str, Any]:
+        from temporalio.client import WorkflowFailureError
+        from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
+        client = await self.client()
+        workflow = self.workflow_id(task)
+        try:
+            handle = await client.start_workflow(
+                WORKFLOW,
+                self.call(task, workflow),
+                id=workflow,
+                task_queue=self.queue_for(task),
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+        except WorkflowAlreadyStartedError:  # it completed before: read its result, do not re-run
+            handle = client.get_workflow_handle(workflow)
+        try:
+            out = await handle.result()
+        except WorkflowFailureError as exc:
+            self.absorb(workflow)
+            raise from_temporal(exc, task.agent) from None
+        except asyncio.CancelledError:  # the engine's timeout or Ctrl-C: stop the remote agent
+            # What it did so far goes in now; calls still in flight are appended when the
+            # session resumes (the same workflow id finds them in the outbox).
+            self.absorb(workflow)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(_cancel(handle))
+            raise
+        self.absorb(workflow)
+        return self.store.unspill(out["result"])
+
+    def absorb(self, workflow: str) -> None:
+        """Append the workflow's events and writes not yet in the audit log, in order."""
+        run = self.context
+        rows = [r for r in self.store.rows(workflow) if r[0] not in self.seen]
+        writes = [body for _, kind, body in rows if kind == "write" and body.get("blob")]
+        blobs = self._blobs({w["blob"] for w in writes}) if run.workspace.on_write else {}
+        for origin, kind, body in rows:
+            self.seen.add(origin)
+            if kind == "event":
+                run.bus.emit(parse({**body, "origin": origin}))
+            elif kind == "write" and body.get("blob") in blobs:
+                for hook in run.workspace.on_write:  # the checkpoint store records the blob
+                    hook(body["path"], blobs[body["blob"]], body.get("agent"))
+        release_workflow(self.store, workflow)
+
+    def _blobs(self, shas: set[str]) -> dict[str, bytes]:
+        from pliny.checkpoints.git import GitRepo
+
+        repo = GitRepo.open(Path(self.launch["workspace"]), init=False)
+        return repo.read_blobs(shas) if repo is not None and shas else {}
+
+
+async def _cancel(handle: Any) -> None:
+    try:
+        await handle.cancel()
+    except Exception:  # noqa: BLE001 - already finished or unreachable: nothing left to stop
+        return
+
+
+def _logged_origins(audit_path: Path) -> set[str]:
+    from pliny.audit.reader import read_events
+
+    if not audit_path.exists():
+        return set()
+    return {o for e in read_events(audit_path) if (o := getattr(e, "origin", None))}
