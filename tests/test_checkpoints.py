@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pliny.checkpoints.git import Entry, GitRepo, check_ref_component
-from pliny.checkpoints.store import delete_session_refs, list_all
+from pliny.checkpoints.store import CheckpointStore, delete_session_refs, list_all
 from pliny.errors import ToolError, UsageError
 from tests.gitrepos import USER, git, make_repo, no_git_identity, snapshot, store, tree_files
 
@@ -310,3 +310,14 @@ def test_protected_paths_are_refused(tmp_path: Path, path: str) -> None:
     with pytest.raises(ToolError):
         s.record_write(path, b"x", "a")
     assert s.pending == {}
+
+
+@pytest.mark.parametrize("path", ["var/audit/s1.jsonl", "VAR/Audit/s1.jsonl", "var/audit"])
+def test_a_nested_audit_dir_is_never_committed(tmp_path: Path, path: str) -> None:
+    ws = make_repo(tmp_path / "ws")
+    s = CheckpointStore(ws, "s1", ws / ".pliny" / "sessions" / "s1",
+                        protected=(".pliny", "var/audit"))  # fmt: skip
+    with pytest.raises(ToolError, match="never writes or commits"):
+        s.record_write(path, b"x", "a")
+    s.record_write("var/auditor.md", b"fine", "a")  # a sibling with a longer name is not it
+    assert list(s.pending) == ["var/auditor.md"]

@@ -39,15 +39,20 @@ class WorkspaceFiles:
             )
         rel = "/".join(pure.parts)
         in_state = is_under(self.root / rel, self.state_dir)
-        if (
-            in_state
-            or pure.parts[0] in self.protected
-            or any(p.lower() == ".git" for p in pure.parts)
-        ):
+        if in_state or self._protected(rel) or any(p.lower() == ".git" for p in pure.parts):
             raise ToolError(
                 f"{rel}: Pliny never writes or commits here", code="PLINY-TOOL-PROTECTED"
             )
         return rel
+
+    def _protected(self, rel: str) -> bool:
+        """Under a protected dir: nested ones too (``audit.dir: var/audit``), any case."""
+        key = rel.casefold()
+        for entry in self.protected:
+            base = "/".join(PurePosixPath(entry).parts).casefold()
+            if base and (key == base or key.startswith(base + "/")):
+                return True
+        return False
 
     def abs(self, rel: str) -> Path:
         """Absolute path for ``rel``; refuses when a symlinked directory leads outside."""

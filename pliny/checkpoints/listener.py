@@ -24,10 +24,14 @@ class CheckpointListener:
         self.usage = Usage()  # the session so far, under pliny.usage's rule
 
     @classmethod
-    def open(cls, workspace: Path, session: str, mode: str, bus: EventBus) -> CheckpointListener:
-        from pliny.checkpoints.store import CheckpointStore
+    def open(
+        cls, workspace: Path, session: str, mode: str, bus: EventBus, audit_dir: str = "audit-logs"
+    ) -> CheckpointListener:
+        from pliny.checkpoints.store import PROTECTED_DIRS, CheckpointStore
 
-        store = CheckpointStore(workspace, session, workspace / ".pliny" / "sessions" / session)
+        state_dir = workspace / ".pliny" / "sessions" / session
+        protected = (*PROTECTED_DIRS, audit_dir)  # never committed, never rolled back
+        store = CheckpointStore(workspace, session, state_dir, protected=protected)
         return cls(store, session, mode, bus)
 
     def prime(self, events: list[Event]) -> None:

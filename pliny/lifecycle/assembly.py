@@ -63,7 +63,9 @@ def attach_listeners(
 
     mode = settings.execution.checkpoint
     if mode != "none":
-        listener = CheckpointListener.open(opts.workspace, state.id, mode, bus)
+        listener = CheckpointListener.open(
+            opts.workspace, state.id, mode, bus, settings.audit.dir
+        )
         listener.prime(history)
         workspace.before_write.append(listener.store.capture_preimage)
         workspace.on_write.append(listener.record_write)

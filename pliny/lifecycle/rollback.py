@@ -92,7 +92,13 @@ async def rollback_session(workspace: Path, session_id: str | None, name: str, f
     state = sessions.resolve(session_id)
     if sessions.is_locked(state.id):
         raise UsageError(f"session {state.id!r} is running; cancel it before a rollback")
-    store = CheckpointStore(workspace, state.id, sessions.dir(state.id))
+    from pliny.checkpoints.store import PROTECTED_DIRS
+    from pliny.lifecycle.sessionconfig import audit_settings
+
+    audit_dir = audit_settings(workspace, state.id).dir  # the audit log is never rolled back
+    store = CheckpointStore(
+        workspace, state.id, sessions.dir(state.id), protected=(*PROTECTED_DIRS, audit_dir)
+    )
     info = store.get(name)  # unknown name -> UsageError listing the known ones
     fork = None
     if name.startswith("after-"):
