@@ -296,7 +296,12 @@ def test_budget_holds_across_parallel_agents(
     outcome, events = run_here(tmp_path, fake_server, executor_name, fw, overrides=limits)
     assert outcome.status == "paused", outcome.error
     assert any(e.type == "budget_exceeded" for e in events)
-    assert 0 < len(fake_server.requests) <= 4
+    # Reserved before, settled after: a settled call frees room, so a fifth may go out, but
+    # what was served never passes the limit by more than one call's max_tokens.
+    sent = fake_server.requests
+    assert 0 < len(sent) < 8
+    served = sum(r.usage["total_tokens"] for r in sent if r.usage)
+    assert served <= 500 + 100, served
 
 
 def test_large_answers_travel_by_digest_not_in_payloads(
