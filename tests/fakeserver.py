@@ -57,9 +57,9 @@ class _Raw:
     """
 
     def __init__(self, frames: list[bytes], *, status: int = 200, headers: dict[str, str],
-                 start: bool = True, abort: bool = False) -> None:
+                 start: bool = True, abort: bool = False, delay_s: float = 0.0) -> None:
         self.frames, self.status, self.headers = frames, status, headers
-        self.start, self.abort = start, abort
+        self.start, self.abort, self.delay_s = start, abort, delay_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.start:
@@ -67,6 +67,8 @@ class _Raw:
             await send({"type": "http.response.start", "status": self.status, "headers": hdrs})
             for frame in self.frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
         if not self.abort:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
@@ -364,7 +366,8 @@ class FakeServer:
             frames = frames[: max(2, len(frames) // 2)] if cut else frames
             rec.usage = None if cut else usage
             return _Raw(frames, headers=self._headers(rec, "text/event-stream"),
-                        abort=fault == "truncated_stream")
+                        abort=fault == "truncated_stream",
+                        delay_s=(rule.chunk_delay_ms if rule else 0) / 1000)
         data = json.dumps(P.chat_completion(body, rid, msg, finish, usage)).encode()
         headers = self._headers(rec, "application/json")
         if not cut:
