@@ -88,14 +88,18 @@ def test_the_journal_keeps_the_assembled_answer_and_a_resume_replays_it(
     first, _, _ = _ask(fake_server, tmp_path / "one", journal=journal)
     journal.close()
     sent = fake_server.count()
-    again, _, audited = _ask(fake_server, tmp_path / "two", journal=Journal(tmp_path / "journal.db"))
+    again, _, audited = _ask(
+        fake_server, tmp_path / "two", journal=Journal(tmp_path / "journal.db")
+    )
     assert fake_server.count() == sent == 1  # the resume sent nothing
     assert again.content == first.content == "paid once" and again.replayed
     (call,) = [e for e in audited if e.type == "llm_call"]
     assert call.replayed and call.cost_usd in (0.0, None)
 
 
-def test_progress_goes_to_the_bus_not_the_audit_log(fake_server: FakeServer, tmp_path: Path) -> None:
+def test_progress_goes_to_the_bus_not_the_audit_log(
+    fake_server: FakeServer, tmp_path: Path
+) -> None:
     fake_server.script(reply="slow " * 40, chunk_delay_ms=300)
     _, seen, audited = _ask(fake_server, tmp_path)
     progress = [e for e in seen if e.type == "llm_progress"]
@@ -104,3 +108,33 @@ def test_progress_goes_to_the_bus_not_the_audit_log(fake_server: FakeServer, tmp
     assert counts == sorted(counts)
     assert not [e for e in audited if e.type == "llm_progress"]
     assert [e.type for e in audited].count("llm_call") == 1
+
+
+def test_the_live_view_shows_tokens_streaming_in(fake_server: FakeServer, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pliny.observe.progress import Progress, render
+
+    fake_server.script(reply="slow " * 40, chunk_delay_ms=300)
+    _, seen, _ = _ask(fake_server, tmp_path)
+    progress = Progress()
+    shown: list[tuple[int, str]] = []
+    for event in seen:
+        progress(event)
+        if event.type == "llm_progress":
+            console = Console(width=200, record=True)
+            console.print(render(progress))
+            shown.append((event.completion_tokens, " ".join(console.export_text().split())))
+    assert shown
+    for tokens, text in shown:
+        assert f"+{tokens:,}…" in text and f"+{tokens:,} streaming" in text
+    assert progress.agents["a"].streaming == 0  # the llm_call ended the stream
+
+
+def test_a_body_that_is_no_event_stream_is_a_bad_response(
+    fake_server: FakeServer, tmp_path: Path
+) -> None:
+    fake_server.fail("not_json", times=1, content_type="text/event-stream")
+    reply, _, audited = _ask(fake_server, tmp_path)
+    assert reply.content  # retried, then answered
+    assert [e.code for e in audited if e.type == "retry"] == ["PLINY-NET-BAD-RESPONSE"]

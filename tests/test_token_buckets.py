@@ -14,8 +14,8 @@ from pliny.audit.summary import summarize
 from pliny.audit.writer import AuditLog
 from pliny.config.settings import Settings
 from pliny.events import EventBus, LLMCall, parse
-from pliny.llm.budget import BudgetGuard
 from pliny.llm.buckets import Buckets, from_usage
+from pliny.llm.budget import BudgetGuard
 from pliny.llm.endpoint import EndpointChoice
 from pliny.llm.gateway import CallContext, LLMGateway
 from pliny.llm.pricing import PricingTable

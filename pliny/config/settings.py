@@ -97,8 +97,8 @@ class LLMSettings(Strict):
     supports_tools: Literal["auto", "yes", "no"] = "auto"
     fallback_models: list[str] = Field(default_factory=list)
     local: LocalModel = Field(default_factory=LocalModel)
-    stream: bool | None = Field(
-        None, description="stream answers (live token counts); default: remote endpoints only"
+    stream: bool = Field(
+        False, description="stream answers: live token counts; usage from the final chunk"
     )
     requests_per_minute: float | None = Field(
         None, gt=0, description="per endpoint, shared by all agents (token bucket)"

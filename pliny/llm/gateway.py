@@ -122,9 +122,9 @@ class LLMGateway:
         )
         self._waiting = 0
         self.limiter = _limiter(settings, self.host)
-        # Streaming shows tokens as they arrive; local servers answer fast and some
-        # llama.cpp builds send no usage chunk, so by default only remote endpoints stream.
-        self.stream = settings.llm.stream if settings.llm.stream is not None else not local
+        # Opt-in (llm.stream: true): some OpenAI-compatible proxies drop the usage chunk,
+        # and then tokens would be estimated where a whole answer reports them.
+        self.stream = bool(settings.llm.stream)
         self._json_mode_only = False  # the endpoint rejected json_schema: for the rest of the run
 
     async def close(self) -> None:

@@ -10,7 +10,8 @@ Usage comes from the final chunk (``stream_options.include_usage``: a chunk
 with no choices and the usage block); a server that ignores the option
 gives none, and the gateway estimates as for any answer without usage.
 
-A stream that ends without a ``finish_reason`` (connection closed cleanly
+A 200 whose body holds no event at all is PLINY-NET-BAD-RESPONSE (as a
+non-JSON body is); a stream that ends without a ``finish_reason`` (connection closed cleanly
 mid-answer, no ``[DONE]``) is PLINY-NET-DROPPED, exactly like a cut body:
 retried by the network policy. A connection reset mid-stream surfaces from
 httpx and classifies the same way.
@@ -29,7 +30,7 @@ from typing import Any
 
 from pliny.errors import NetworkError
 from pliny.llm import buckets
-from pliny.llm.classify import Code
+from pliny.llm.classify import Code, bad_response
 
 PROGRESS_S = 0.5
 
@@ -115,11 +116,15 @@ async def read(
     """The assembled answer of a stream; raises PLINY-NET-DROPPED if it was cut short."""
     acc = Assembler()
     last = clock()
+    received = 0
     async for chunk in chunks:
+        received += 1
         acc.add(chunk)
         if on_progress is not None and clock() - last >= PROGRESS_S:
             last = clock()
             on_progress(acc.tokens_so_far)
+    if not received:  # a 200 whose body is no event stream at all (an HTML error page)
+        raise bad_response(host, "the body is not an event stream")
     if acc.finish_reason is None:
         raise NetworkError(
             f"connection to {host} dropped before the response was complete: "
