@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {  # name -> (module, function, wh
     "embedded": ("bench.reused", "embedded", "embedded llama.cpp model speed"),
     "web": ("bench.bench_web", "run", "pliny serve: first data render in Chromium"),
     "temporal": ("bench.bench_temporal", "run", "agents on Temporal workers vs local"),
+    "ratelimit": ("bench.bench_ratelimit", "run", "wasted requests under a 429 storm"),
 }
 
 

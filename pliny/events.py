@@ -120,13 +120,33 @@ class LLMQueued(Event):
     waiting: int = 0
 
 
+class LLMProgress(Event):
+    """Tokens so far of a streamed answer (at most every 0.5 s per call).
+
+    Transient: on the bus for the live view, never written to the audit log
+    (a long stream would add a line every half second); the call's
+    ``llm_call`` records the final counts.
+    """
+
+    type: Literal["llm_progress"] = "llm_progress"
+    model: str = ""
+    completion_tokens: int = 0  # estimated (~4 chars a token) until the final chunk
+    elapsed_ms: float = 0
+
+
+TRANSIENT = frozenset({"llm_progress"})  # bus only: the audit log skips these
+
+
 class LLMCall(Event):
     type: Literal["llm_call"] = "llm_call"
     model: str = ""
     endpoint: str = ""  # host[:port] only, never a full URL with credentials
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # cache-read tokens: part of prompt_tokens
+    cache_write_tokens: int = 0  # cache-write (creation) tokens: part of prompt_tokens
+    reasoning_tokens: int = 0  # part of completion_tokens
+    streamed: bool = False  # answered as a stream (usage from its final chunk)
     tokens_estimated: bool = False
     latency_ms: float = 0
     cost_usd: float | None = 0.0  # None: model not in the pricing table
@@ -238,6 +258,7 @@ KNOWN = (
     AgentCompleted,
     AgentFailed,
     LLMQueued,
+    LLMProgress,
     LLMCall,
     ToolCall,
     Retry,

@@ -11,7 +11,11 @@ summary``, metrics, ``session show`` and alerts all follow it):
   got the answer is already in the log;
 - a paid call whose cost is null (model not in the pricing table) adds its
   tokens but no cost and is counted in ``unpriced_calls``, so a total is
-  shown as "unpriced" (or "$x + unpriced"), never as a silent $0.0000.
+  shown as "unpriced" (or "$x + unpriced"), never as a silent $0.0000;
+- token buckets are subsets (see pliny.llm.buckets): cache-read
+  (``cached_tokens``) and cache-write tokens are parts of ``prompt_tokens``,
+  reasoning tokens part of ``completion_tokens``; ``tokens`` (what budgets
+  count) is prompt + completion, each token once.
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ class Usage(BaseModel):
     cache_hits: int = 0  # answered from the result cache, not sent
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_tokens: int = 0  # part of prompt_tokens
+    cached_tokens: int = 0  # cache reads: part of prompt_tokens
+    cache_write_tokens: int = 0  # part of prompt_tokens
+    reasoning_tokens: int = 0  # part of completion_tokens
     estimated_calls: int = 0  # endpoint reported no usage: tokens estimated with tiktoken
     cost_usd: float = 0.0  # priced calls only
     unpriced_calls: int = 0  # paid calls whose model has no price
@@ -74,6 +80,8 @@ class Usage(BaseModel):
         self.prompt_tokens += int(_number(event, "prompt_tokens"))
         self.completion_tokens += int(_number(event, "completion_tokens"))
         self.cached_tokens += int(_number(event, "cached_tokens"))
+        self.cache_write_tokens += int(_number(event, "cache_write_tokens"))
+        self.reasoning_tokens += int(_number(event, "reasoning_tokens"))
         self.estimated_calls += bool(getattr(event, "tokens_estimated", False))
         self.latency_ms += _number(event, "latency_ms")
         if getattr(event, "cost_usd", None) is None:
@@ -90,6 +98,9 @@ class Usage(BaseModel):
             "tokens": self.tokens,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cache_read_tokens": self.cached_tokens,  # the buckets: subsets, not added
+            "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
             "cost_usd": round(self.cost_usd, 6),  # priced calls only
             "unpriced_calls": self.unpriced_calls,
             "cost": self.cost_text(),  # "$0.0123", "unpriced" or "$0.0123 + unpriced"

@@ -57,9 +57,9 @@ class _Raw:
     """
 
     def __init__(self, frames: list[bytes], *, status: int = 200, headers: dict[str, str],
-                 start: bool = True, abort: bool = False) -> None:
+                 start: bool = True, abort: bool = False, delay_s: float = 0.0) -> None:
         self.frames, self.status, self.headers = frames, status, headers
-        self.start, self.abort = start, abort
+        self.start, self.abort, self.delay_s = start, abort, delay_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.start:
@@ -67,6 +67,8 @@ class _Raw:
             await send({"type": "http.response.start", "status": self.status, "headers": hdrs})
             for frame in self.frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
         if not self.abort:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
@@ -112,6 +114,7 @@ class FakeServer:
         self._rules: list[Rule] = []
         self._log: list[RecordedRequest] = []
         self._seq = 0
+        self._storm: tuple[float, float] | None = None  # (until, retry_after): see storm()
         self.in_flight = self.max_in_flight = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -179,6 +182,12 @@ class FakeServer:
             raise ValueError("fail() needs a status code or a fault name")
         return self.script(**spec)
 
+    def storm(self, seconds: float, retry_after: float = 0.2) -> None:
+        """A 429 storm: for the next ``seconds`` every chat request gets a 429 with
+        ``Retry-After: retry_after`` (an overloaded provider's hint, shorter than the storm)."""
+        with self._lock:
+            self._storm = (time.monotonic() + seconds, retry_after)
+
     def reset(self) -> None:
         """Back to a fresh server: constructor settings, no rules, empty log, peak reset.
 
@@ -191,6 +200,7 @@ class FakeServer:
                 setattr(self, name, value)
             self._rules.clear()
             self._log.clear()
+            self._storm = None
             self.max_in_flight = self.in_flight
 
     def _wake_sleepers(self) -> None:
@@ -290,6 +300,8 @@ class FakeServer:
             rec.outcome = "status:400"
             return JSONResponse(P.json_schema_rejected(), status_code=400,
                                 headers=self._headers(rec, "application/json"))
+        if (storm := self._storm) is not None and time.monotonic() < storm[0]:
+            return self._error(rec, 429, body, Rule(status=429, retry_after=storm[1]))
         rule = rec.rule = self._pick(body)
         latency = rule.latency_ms if rule and rule.latency_ms is not None else self.latency_ms
         if rule and rule.fault == "hang":
@@ -354,7 +366,8 @@ class FakeServer:
             frames = frames[: max(2, len(frames) // 2)] if cut else frames
             rec.usage = None if cut else usage
             return _Raw(frames, headers=self._headers(rec, "text/event-stream"),
-                        abort=fault == "truncated_stream")
+                        abort=fault == "truncated_stream",
+                        delay_s=(rule.chunk_delay_ms if rule else 0) / 1000)
         data = json.dumps(P.chat_completion(body, rid, msg, finish, usage)).encode()
         headers = self._headers(rec, "application/json")
         if not cut:

@@ -80,14 +80,21 @@ def prompt_tokens(body: dict[str, Any]) -> int:
 
 def usage_block(body: dict[str, Any], completion: str, cached: int,
                 override: dict[str, int] | None = None) -> dict[str, Any]:
-    """OpenAI usage object; `override` may set prompt_tokens/completion_tokens/cached_tokens."""
+    """OpenAI usage object; `override` may set prompt_tokens/completion_tokens/cached_tokens/
+    reasoning_tokens, and the Anthropic-style top-level keys a proxy passes through
+    (cache_read_input_tokens, cache_creation_input_tokens), sent only when given."""
     o = override or {}
     prompt = o.get("prompt_tokens", prompt_tokens(body))
     done = o.get("completion_tokens", count_tokens(completion))
-    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done,
-            "prompt_tokens_details": {"cached_tokens": o.get("cached_tokens", cached),
-                                      "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
+    out = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done,
+           "prompt_tokens_details": {"cached_tokens": o.get("cached_tokens", cached),
+                                     "audio_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": o.get("reasoning_tokens", 0),
+                                         "audio_tokens": 0}}
+    for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+        if key in o:
+            out[key] = o[key]
+    return out
 
 
 def tool_call_objects(calls: list[dict[str, Any]], rid: str) -> list[dict[str, Any]]:

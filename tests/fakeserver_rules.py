@@ -40,6 +40,7 @@ class Rule:
     usage: bool | dict[str, int] | None = None  # False: omit; dict: override numbers
     content_type: str = "application/json"  # header sent with the "not_json" body
     response_id: str | None = None  # the completion's id (default chatcmpl-fake<n>)
+    chunk_delay_ms: float = 0.0  # pause between the frames of a streamed answer
     hits: int = field(default=0, init=False)  # times this rule answered
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pliny.atomicfile import PRIVATE_FILE, fsync_dir, private_dir
 from pliny.errors import AuditFailure
-from pliny.events import Event, LogRepaired
+from pliny.events import TRANSIENT, Event, LogRepaired
 from pliny.redact import Redactor
 
 GENESIS = "0" * 64
@@ -203,6 +203,8 @@ class AuditLog:
         return self._seq
 
     def __call__(self, event: Event) -> None:
+        if event.type in TRANSIENT:  # live-view only (llm_progress): see pliny.events
+            return
         with self._lock:
             if self._fd is None:
                 raise AuditFailure(f"audit log {self.path} is closed")

@@ -27,6 +27,14 @@ def _usd(cost: float | None) -> str:
     return "unpriced" if cost is None else f"${cost:.6f}"
 
 
+def _buckets(d: dict[str, Any]) -> str:
+    """" (cache read 500, reasoning 64)": the subsets, only those present."""
+    parts = [f"{label} {d[key]}" for key, label in (("cached_tokens", "cache read"),
+             ("cache_write_tokens", "cache write"), ("reasoning_tokens", "reasoning"))
+             if d.get(key)]  # fmt: skip
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def describe(event: Event) -> str:
     """A one-line gist of the fields that matter for this event type."""
     d: dict[str, Any] = event.model_dump(mode="json")
@@ -37,7 +45,7 @@ def describe(event: Event) -> str:
         at = f" @{d['endpoint']}" if d.get("endpoint") else ""
         return (
             f"{d.get('model')}{at} {d.get('prompt_tokens')}+"
-            f"{d.get('completion_tokens')} tok{est}, {d.get('latency_ms')} ms, "
+            f"{d.get('completion_tokens')} tok{est}{_buckets(d)}, {d.get('latency_ms')} ms, "
             f"{_usd(d.get('cost_usd'))}, attempt {d.get('attempt')}{how}"
         )
     if kind == "tool_call":
@@ -100,7 +108,8 @@ def _calls(stats: Stats) -> str:
 def _tokens(stats: Stats) -> str:
     # "~" marks totals that include tiktoken estimates (endpoint reported no usage)
     mark = "~" if stats.estimated_calls else ""
-    return f"{mark}{stats.prompt_tokens}/{stats.completion_tokens}/{stats.cached_tokens}"
+    base = f"{mark}{stats.prompt_tokens}/{stats.completion_tokens}"
+    return f"{base}/{stats.cached_tokens}/{stats.cache_write_tokens}/{stats.reasoning_tokens}"
 
 
 def _stats_row(stats: Stats) -> list[str]:
@@ -108,7 +117,8 @@ def _stats_row(stats: Stats) -> list[str]:
     return [_calls(stats), _tokens(stats), _cost(stats), _retries(stats), str(errors)]
 
 
-_STAT_COLUMNS = ["calls", "tokens in/out/cached", "cost", "retries", "errors"]
+# in/out are the totals; cache read/write are parts of "in", reasoning part of "out"
+_STAT_COLUMNS = ["calls", "tokens in/out/cache-r/cache-w/reason", "cost", "retries", "errors"]
 
 
 def _stats_table(title: str, first: list[str]) -> Table:

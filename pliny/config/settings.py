@@ -97,6 +97,18 @@ class LLMSettings(Strict):
     supports_tools: Literal["auto", "yes", "no"] = "auto"
     fallback_models: list[str] = Field(default_factory=list)
     local: LocalModel = Field(default_factory=LocalModel)
+    stream: bool = Field(
+        False, description="stream answers: live token counts; usage from the final chunk"
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="per endpoint, shared by all agents (token bucket)"
+    )
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="per endpoint, shared by all agents (token bucket)"
+    )
+    shared_rate_limit: bool = Field(
+        True, description="a 429 pauses every agent on the endpoint (false: each waits alone)"
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -190,6 +202,9 @@ class ModelPrice(Strict):
     input: float = Field(ge=0, description="USD per 1M input tokens")
     output: float = Field(ge=0, description="USD per 1M output tokens")
     cached_input: float | None = Field(None, ge=0, description="USD per 1M cached input tokens")
+    cache_write_input: float | None = Field(
+        None, ge=0, description="USD per 1M cache-write input tokens (default: input)"
+    )
 
 
 AlertMetric = Literal[

@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pliny.errors import AIError, NetworkError
-from pliny.events import Error, EventBus, LLMCall, LLMQueued, utcnow
-from pliny.llm import structured, tokens
+from pliny.events import Error, EventBus, LLMCall, LLMProgress, LLMQueued, utcnow
+from pliny.llm import buckets, stream, structured, tokens
 from pliny.llm.circuit import gave_up
 from pliny.llm.classify import Code, bad_response, classify
 from pliny.llm.journal import Journal, request_hash
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pliny.llm.circuit import CircuitBreakers
     from pliny.llm.endpoint import EndpointChoice
     from pliny.llm.pricing import Price, PricingTable
+    from pliny.llm.ratelimit import EndpointLimiter
 
 
 @dataclass
@@ -58,7 +59,6 @@ def normalize(completion: Any) -> dict[str, Any]:
     choice = completion.choices[0] if completion.choices else None
     message = choice.message if choice else None
     usage = completion.usage
-    details = getattr(usage, "prompt_tokens_details", None) if usage else None
     return {
         "id": completion.id,
         "model": completion.model,
@@ -72,13 +72,7 @@ def normalize(completion: Any) -> dict[str, Any]:
         if message
         else [],
         "finish_reason": choice.finish_reason if choice else None,
-        "usage": None
-        if usage is None
-        else {
-            "prompt_tokens": usage.prompt_tokens or 0,
-            "completion_tokens": usage.completion_tokens or 0,
-            "cached_tokens": (getattr(details, "cached_tokens", 0) or 0) if details else 0,
-        },
+        "usage": None if usage is None else buckets.from_usage(usage).journaled(),
     }
 
 
@@ -127,6 +121,10 @@ class LLMGateway:
             for lim in (b, *b.phases.values(), *b.agents.values())
         )
         self._waiting = 0
+        self.limiter = _limiter(settings, self.host)
+        # Opt-in (llm.stream: true): some OpenAI-compatible proxies drop the usage chunk,
+        # and then tokens would be estimated where a whole answer reports them.
+        self.stream = bool(settings.llm.stream)
         self._json_mode_only = False  # the endpoint rejected json_schema: for the rest of the run
 
     async def close(self) -> None:
@@ -180,19 +178,50 @@ class LLMGateway:
             request["response_format"] = structured.json_schema_format(json_schema, schema_name)
         return request
 
-    async def _create(self, ctx: CallContext, request: dict[str, Any], model: str) -> Any:
+    async def _answer(self, ctx: CallContext, request: dict[str, Any], model: str) -> dict:
+        """One HTTP request, whole or streamed, as the normalized answer dict."""
+        if not self.stream:
+            completion = await self._create(ctx, request, model)
+            if not hasattr(completion, "choices"):  # the SDK returns a str for non-JSON
+                raise bad_response(self.host, completion)
+            return normalize(completion)
+        # Not part of the request dict: the journal key is the same streamed or not.
+        extra = {"stream": True, "stream_options": {"include_usage": True}}
+        chunks = await self._create(ctx, request, model, **extra)
+        if not hasattr(chunks, "__aiter__"):
+            raise bad_response(self.host, chunks)
+        started = time.perf_counter()
+
+        def progress(tokens_so_far: int) -> None:
+            elapsed = (time.perf_counter() - started) * 1000
+            self.bus.emit(LLMProgress(phase=ctx.phase, agent=ctx.agent, model=model,
+                                      completion_tokens=tokens_so_far,
+                                      elapsed_ms=round(elapsed, 1)))  # fmt: skip
+
+        try:
+            data = await stream.read(chunks, self.host, progress)
+        finally:
+            await chunks.close()  # a cut or cancelled stream must not leak its connection
+        data["streamed"] = True
+        return data
+
+    async def _create(
+        self, ctx: CallContext, request: dict[str, Any], model: str, **extra: Any
+    ) -> Any:
         """One HTTP request; json_schema becomes JSON mode where the endpoint rejects it."""
         if self._json_mode_only:
             request = structured.json_mode(request)
         try:
-            return await self.client.chat.completions.create(**{**request, "model": model})
+            return await self.client.chat.completions.create(
+                **{**request, "model": model}, **extra
+            )
         except Exception as exc:
             if not structured.rejects_json_schema(exc, request):
                 raise
             self._fall_back_to_json_mode(ctx, exc)
         # Not a retry: the 400 was free and says nothing about the endpoint's health.
         return await self.client.chat.completions.create(
-            **{**structured.json_mode(request), "model": model}
+            **{**structured.json_mode(request), "model": model}, **extra
         )
 
     def _fall_back_to_json_mode(self, ctx: CallContext, exc: Exception) -> None:
@@ -293,14 +322,13 @@ class LLMGateway:
             nonlocal attempts, started
             attempts = number
             breaker = self.breakers.get(self.host) if self.breakers is not None else None
-            if breaker is not None:
-                breaker.before_call()  # open circuit: fails fast, retried after it closes
+            estimate = _rough_tokens(request)
+            ticket = await self.limiter.acquire(estimate) if self.limiter else None
             started = time.perf_counter()
             try:
-                completion = await self._create(ctx, request, chain.current)
-                if not hasattr(completion, "choices"):  # the SDK returns a str for non-JSON
-                    raise bad_response(self.host, completion)
-                data = normalize(completion)
+                if breaker is not None:
+                    breaker.before_call()  # open circuit: fails fast, retried after it closes
+                data = await self._answer(ctx, request, chain.current)
                 try:
                     _check_answer(data, request)
                 except AIError as exc:  # the tokens were paid: record them, then retry
@@ -309,11 +337,18 @@ class LLMGateway:
                                     attempt=number, rejected=exc.code)  # fmt: skip
                     raise
             except BaseException as exc:  # a cancelled trial must release the half-open slot
-                if breaker is not None:
-                    breaker.record_failure(classify(exc))
+                err = classify(exc)
+                if breaker is not None and err.code != Code.NET_CIRCUIT_OPEN:
+                    breaker.record_failure(err)
+                if self.limiter is not None:
+                    self.limiter.failure(ticket, err)  # a 429 pauses every agent
                 raise
             if breaker is not None:
                 breaker.record_success()
+            if self.limiter is not None:
+                used = data["usage"] or {}
+                self.limiter.success(ticket, estimate, used.get("prompt_tokens", 0)
+                                     + used.get("completion_tokens", 0))  # fmt: skip
             return data
 
         def on_retry(info: RetryInfo) -> None:
@@ -387,6 +422,8 @@ class LLMGateway:
             prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"],
             cached_tokens=usage["cached_tokens"],
+            cache_write_tokens=usage.get("cache_write_tokens", 0),
+            reasoning_tokens=usage.get("reasoning_tokens", 0),
             tokens_estimated=estimated,
             latency_ms=round(latency_ms, 2),
             cost_usd=cost,
@@ -401,6 +438,7 @@ class LLMGateway:
             finish_reason=data.get("finish_reason"),
             tool_calls=len(data.get("tool_calls", [])),
             rejected=rejected,
+            streamed=bool(data.get("streamed")),
         )
 
     def _price(
@@ -414,8 +452,9 @@ class LLMGateway:
             return 0.0, self.pricing.hash, None
         when = datetime.fromisoformat(ts)
         quote = self.pricing.quote(
-            model, usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"], when
-        )
+            model, usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"], when,
+            cache_write_tokens=usage.get("cache_write_tokens", 0),
+        )  # fmt: skip
         if quote is None and self.pricing.warn_once(model):
             from pliny.events import Warning_
 
@@ -436,6 +475,25 @@ class LLMGateway:
             model=data.get("model") or "",
             replayed=replayed,
         )
+
+
+def _limiter(settings: Settings, host: str) -> EndpointLimiter | None:
+    """The endpoint's shared limiter (one gateway per run: every agent shares it)."""
+    llm = settings.llm
+    if not llm.shared_rate_limit and not (llm.requests_per_minute or llm.tokens_per_minute):
+        return None
+    from pliny.llm.ratelimit import EndpointLimiter
+
+    limiter = EndpointLimiter(host, llm.requests_per_minute, llm.tokens_per_minute)
+    limiter.pause_on_429 = llm.shared_rate_limit
+    return limiter
+
+
+def _rough_tokens(request: dict[str, Any]) -> int:
+    """Worst case for the tokens-per-minute bucket without loading a tokenizer: ~4 chars a
+    token, plus max_tokens; settled with the real usage after the call."""
+    chars = sum(len(str(m.get("content") or "")) for m in request["messages"])
+    return chars // 4 + 1 + int(request.get("max_tokens") or 0)
 
 
 def _call_identity(event: Any) -> tuple[Any, ...]:

@@ -103,16 +103,21 @@ class PricingTable:
         completion_tokens: int,
         cached_tokens: int = 0,
         when: datetime | None = None,
+        *,
+        cache_write_tokens: int = 0,
     ) -> Price | None:
         """USD for one call and who priced it, or None when the model is unpriced.
 
-        ``cached_tokens`` are part of ``prompt_tokens`` (as OpenAI reports
-        them). ``when`` is the call's time: prices change by date (now if None).
+        ``cached_tokens`` (cache reads) and ``cache_write_tokens`` are parts of
+        ``prompt_tokens`` (see pliny.llm.buckets). ``when`` is the call's time:
+        prices change by date (now if None).
         """
         cached = max(0, min(cached_tokens, prompt_tokens))
+        written = max(0, min(cache_write_tokens, prompt_tokens - cached))
         if (entry := self.lookup(model)) is not None:
-            return Price(_by_hand(entry, prompt_tokens, completion_tokens, cached), USER_SOURCE)
-        return self._from_table(model, prompt_tokens, completion_tokens, cached, when)
+            usd = _by_hand(entry, prompt_tokens, completion_tokens, cached, written)
+            return Price(usd, USER_SOURCE)
+        return self._from_table(model, prompt_tokens, completion_tokens, cached, written, when)
 
     def price(
         self,
@@ -127,12 +132,22 @@ class PricingTable:
         return None if quote is None else quote.usd
 
     def _from_table(
-        self, model: str, prompt: int, completion: int, cached: int, when: datetime | None
+        self,
+        model: str,
+        prompt: int,
+        completion: int,
+        cached: int,
+        written: int,
+        when: datetime | None,
     ) -> Price | None:
         import genai_prices
 
+        # genai-prices' input_tokens is the whole input, cache buckets included (our rule too)
         usage = genai_prices.Usage(
-            input_tokens=prompt, output_tokens=completion, cache_read_tokens=cached
+            input_tokens=prompt,
+            output_tokens=completion,
+            cache_read_tokens=cached,
+            cache_write_tokens=written,
         )
         kwargs: dict[str, Any] = {"genai_request_timestamp": when}
         if self.api_url:
@@ -153,8 +168,17 @@ class PricingTable:
         return True
 
 
-def _by_hand(entry: ModelPrice, prompt: int, completion: int, cached: int) -> float:
-    """A user override: cached tokens cost ``cached_input`` when given, else ``input``."""
+def _by_hand(
+    entry: ModelPrice, prompt: int, completion: int, cached: int, written: int = 0
+) -> float:
+    """A user override: cache reads cost ``cached_input``, cache writes ``cache_write_input``
+    when given, else ``input``; reasoning tokens are output tokens."""
     cached_rate = entry.input if entry.cached_input is None else entry.cached_input
-    usd = (prompt - cached) * entry.input + cached * cached_rate + completion * entry.output
+    write_rate = entry.input if entry.cache_write_input is None else entry.cache_write_input
+    usd = (
+        (prompt - cached - written) * entry.input
+        + cached * cached_rate
+        + written * write_rate
+        + completion * entry.output
+    )
     return round(usd / PER_TOKENS, 10)

@@ -338,6 +338,8 @@ class SpanBuilder:
             GA.GEN_AI_USAGE_INPUT_TOKENS: e.prompt_tokens,
             GA.GEN_AI_USAGE_OUTPUT_TOKENS: e.completion_tokens,
             GA.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: e.cached_tokens,
+            GA.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: getattr(e, "cache_write_tokens", 0),
+            GA.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: getattr(e, "reasoning_tokens", 0),
         }
         if e.endpoint:
             attributes |= _server(e.endpoint)

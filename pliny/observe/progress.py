@@ -35,6 +35,7 @@ class AgentView:
     ended: float | None = None
     output: str | None = None
     error: str | None = None
+    streaming: int = 0  # tokens so far of the answer streaming in now (llm_progress)
 
     @property
     def calls(self) -> int:
@@ -114,8 +115,13 @@ class Progress:
     def _on_llm_queued(self, event: Event) -> None:
         self._agent(event).state = "queued"
 
+    def _on_llm_progress(self, event: Any) -> None:
+        """A streamed answer's tokens so far (bus only: never in the audit log)."""
+        self._agent(event).streaming = event.completion_tokens
+
     def _on_llm_call(self, event: Any) -> None:
         view = self._agent(event)
+        view.streaming = 0  # the call's final counts are in the event
         view.state = "running" if view.state == "queued" else view.state
         for usage in (view.usage, self.usage, self.run):
             usage.add(event)
@@ -249,6 +255,8 @@ def render(progress: Progress, title: str = "") -> Any:
         f"{progress.tokens:,} tokens · {progress.usage.cost_text()} · {progress.calls} calls · "
         f"{elapsed:.0f}s elapsed" + (f" · ETA ~{eta:.0f}s" if eta else "")
     )
+    if streaming := sum(v.streaming for v in progress.agents.values()):
+        caption += f" · +{streaming:,} streaming"
     if progress.retries:
         caption += f" · {progress.retries} retries"
     if progress.circuit_open:
@@ -270,7 +278,7 @@ def render(progress: Progress, title: str = "") -> Any:
                 name,
                 Text(f"{ICONS[view.state]} {view.state}", style=STYLES[view.state]),
                 str(view.calls),
-                f"{view.tokens:,}",
+                f"{view.tokens:,}" + (f" +{view.streaming:,}…" if view.streaming else ""),
                 f"{spent:.1f}s" if view.started else "",
             )
     return table
