@@ -138,3 +138,60 @@ def test_a_body_that_is_no_event_stream_is_a_bad_response(
     reply, _, audited = _ask(fake_server, tmp_path)
     assert reply.content  # retried, then answered
     assert [e.code for e in audited if e.type == "retry"] == ["PLINY-NET-BAD-RESPONSE"]
+
+
+def test_watch_sees_tokens_streaming_in_from_another_process(
+    fake_server: FakeServer, tmp_path: Path
+) -> None:
+    # A real `pliny execute` in its own process streams a slow answer; what `watch` folds
+    # from the log has no llm_progress, so it overlays the session's side file.
+    import subprocess
+    import sys
+    import time
+
+    from pliny.cli.watch import _Target, _View
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "pliny.yaml").write_text("llm:\n  stream: true\nexecution:\n  checkpoint: none\n")
+    fw = tmp_path / "one.yaml"
+    fw.write_text(
+        "name: one\nphases:\n  - name: p\n    agents:\n"
+        "      - name: writer\n        role: writer\n        prompt: '{{task}}'\n"
+    )
+    fake_server.script(reply="slow " * 60, chunk_delay_ms=150)
+    env = {
+        "OPENAI_BASE_URL": fake_server.base_url,
+        "OPENAI_API_KEY": "sk-test",
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    cmd = [
+        sys.executable,
+        "-c",
+        "from pliny.cli import main; main()",
+        "execute",
+        "-f",
+        str(fw),
+        "-t",
+        "write",
+        "--session",
+        "s1",
+        "--json",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (ws / ".pliny" / "sessions" / "s1" / "state.json").exists():
+                view = _View(_Target.resolve(ws, "s1"))
+                view.overlay_streaming()
+                if (agent := view.progress.agents.get("writer")) and agent.streaming:
+                    seen.append(agent.streaming)
+            time.sleep(0.1)
+    finally:
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert seen and seen == sorted(seen), seen  # counts grew while the answer streamed
+    assert not (ws / ".pliny" / "sessions" / "s1" / "streaming.json").exists()  # gone at the end

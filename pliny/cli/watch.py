@@ -149,6 +149,15 @@ class _View:
         framework = self.target.framework or "?"
         return f"{self.target.sid} · {framework} · {self.progress.status}"
 
+    def overlay_streaming(self) -> None:
+        """Tokens still streaming in (the running session's side file, not the log)."""
+        from pliny.lifecycle.store import SessionStore
+        from pliny.observe.streaming import read
+
+        counts = read(SessionStore(self.target.workspace).dir(self.target.sid))
+        for name, view in self.progress.agents.items():
+            view.streaming = counts.get(name, 0)
+
     def live(self) -> None:
         from rich.console import Console
         from rich.live import Live
@@ -160,6 +169,7 @@ class _View:
             for event in self.events():
                 if event is not None:
                     self.fold(event)
+                self.overlay_streaming()
                 live.update(render(self.progress, self.title()))
 
     def lines(self) -> None:

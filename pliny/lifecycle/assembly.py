@@ -70,7 +70,12 @@ def attach_listeners(
         workspace.before_write.append(listener.store.capture_preimage)
         workspace.on_write.append(listener.record_write)
         bus.subscribe(listener)
-    bus.subscribe(PhaseTracker(SessionStore(opts.workspace), state))
+    store = SessionStore(opts.workspace)
+    bus.subscribe(PhaseTracker(store, state))
+    if settings.llm.stream:  # tokens streaming in, for `pliny watch` (the log has no progress)
+        from pliny.observe.streaming import StreamingFile
+
+        bus.subscribe(StreamingFile(store.dir(state.id)))
 
 
 def attach_tracing(opts: RunOptions, bus: EventBus, stack: Any, history: list[Event]) -> None:
