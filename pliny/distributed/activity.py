@@ -68,7 +68,9 @@ class AgentActivities:
     async def run_agent(self, call: dict[str, Any]) -> dict[str, Any]:
         info = activity.info()
         origin = f"{info.workflow_id}/{info.workflow_run_id}#{info.attempt}"
-        handle = activity.client().get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        handle = activity.client().get_workflow_handle(
+            info.workflow_id, run_id=info.workflow_run_id
+        )
         remote = Remote(handle, asyncio.get_running_loop(), origin)
         beat = asyncio.create_task(_heartbeat(info.heartbeat_timeout))
         try:

@@ -170,9 +170,7 @@ class RemoteBudget:
     def __init__(self, remote: Remote) -> None:
         self.remote = remote
 
-    def check(
-        self, phase: str | None, agent: str | None, tokens: int, cost: float | None
-    ) -> None:
+    def check(self, phase: str | None, agent: str | None, tokens: int, cost: float | None) -> None:
         self.remote.call("budget_check", phase=phase, agent=agent, tokens=tokens, cost=cost)
 
 

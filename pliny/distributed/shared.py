@@ -123,7 +123,9 @@ class SharedStore:
     def put_part(self, digest: str, index: int, data: bytes) -> None:
         """One uploaded part of a worker's blob (idempotent: a retried update rewrites it)."""
         with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO blob_parts VALUES (?, ?, ?)", (digest, index, data))
+            self.db.execute(
+                "INSERT OR REPLACE INTO blob_parts VALUES (?, ?, ?)", (digest, index, data)
+            )
 
     def part(self, digest: str, index: int) -> tuple[bytes, int]:
         """Part ``index`` of a blob and how many parts it has."""
