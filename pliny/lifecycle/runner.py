@@ -426,6 +426,8 @@ async def _run_engine(
     )
     options = _executor_options(opts, settings, state)
     executor = make_executor(opts.executor or "local", run, options)
+    if (aclose := getattr(executor, "aclose", None)) is not None:
+        stack.push_async_callback(aclose)  # e.g. the coordinator's own Temporal worker
     engine = Engine(
         framework,
         executor,
