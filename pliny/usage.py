@@ -122,5 +122,7 @@ def format_cost(cost_usd: float, unpriced_calls: int, calls: int, digits: int = 
     """``$0.0123``; ``unpriced`` when no paid call had a price; ``$0.0123 + unpriced``."""
     if unpriced_calls and unpriced_calls >= calls:
         return "unpriced"
-    text = f"${cost_usd:.{digits}f}"
+    smallest = 10.0**-digits
+    # a paid cost too small to show is "<$0.0001", never a $0 that reads as free
+    text = f"<${smallest:.{digits}f}" if 0 < cost_usd < smallest / 2 else f"${cost_usd:.{digits}f}"
     return f"{text} + unpriced" if unpriced_calls else text

@@ -64,6 +64,7 @@ def test_call_kind_ignores_other_events() -> None:
 @pytest.mark.parametrize(("cost", "unpriced", "calls", "text"), [
     (0.0, 0, 0, "$0.0000"),  # nothing spent is a true $0
     (0.0, 0, 3, "$0.0000"),  # priced at 0 (the embedded model)
+    (0.00003, 0, 1, "<$0.0001"),  # paid, but too little to show: never a $0 that reads free
     (0.0, 3, 3, "unpriced"),
     (0.0123, 1, 3, "$0.0123 + unpriced"),
 ])  # fmt: skip

@@ -40,7 +40,8 @@ function say(text, bad = false) {
 }
 
 const fmtTokens = (n) => (n || 0).toLocaleString("en-US");
-const fmtCost = (c, unpriced) => `$${(c || 0).toFixed(4)}${unpriced ? "*" : ""}`;
+// The server's wording (pliny.usage.format_cost: "unpriced", "<$0.0001", "$x + unpriced").
+const fmtCost = (c, unpriced, text) => text ?? `$${(c || 0).toFixed(4)}${unpriced ? " + unpriced" : ""}`;
 const badge = (state) => el("span", { class: `badge ${state}`, text: state });
 
 function ready(what) {
@@ -86,7 +87,7 @@ function drawList() {
       el("td", { text: r.age }),
       el("td", { class: "num", text: fmtTokens(r.tokens) }),
       el("td", { class: "num", title: r.unpriced_calls ? `${r.unpriced_calls} unpriced call(s)` : null,
-                 text: fmtCost(r.cost_usd, r.unpriced_calls) })));
+                 text: fmtCost(r.cost_usd, r.unpriced_calls, r.cost) })));
   }
   $("#sessions tbody").replaceWith(body);
   $("#count").textContent = `${shown.length} of ${rows.length} sessions`;
@@ -132,7 +133,7 @@ function drawSession() {
   const t = detail.totals || {};
   $("#summary").textContent = [s.name, s.framework && `framework ${s.framework}`,
     s.phase && `phase ${s.phase}`, `${t.calls || 0} calls`, `${fmtTokens(t.tokens)} tokens`,
-    fmtCost(t.cost_usd, t.unpriced_calls), t.retries ? `${t.retries} retries` : null,
+    fmtCost(t.cost_usd, t.unpriced_calls, t.cost), t.retries ? `${t.retries} retries` : null,
     s.task && `task: ${s.task.slice(0, 120)}`].filter(Boolean).join(" · ");
   const err = detail.error || (s.error && s.error.message);
   $("#error").hidden = !err;
@@ -185,7 +186,7 @@ function drawAgents(agents, palette) {
         el("dt", { text: "model" }), el("dd", { text: a.model || "(default)" }),
         el("dt", { text: "calls" }), el("dd", { text: `${a.calls}${a.replayed_calls ? ` (${a.replayed_calls} replayed)` : ""}` }),
         el("dt", { text: "tokens" }), el("dd", { text: fmtTokens(a.tokens) }),
-        el("dt", { text: "cost" }), el("dd", { text: fmtCost(a.cost_usd) }),
+        el("dt", { text: "cost" }), el("dd", { text: fmtCost(a.cost_usd, a.unpriced_calls, a.cost) }),
         el("dt", { text: "retries" }), el("dd", { text: String(a.retries) }),
         a.files.length ? el("dt", { text: "wrote" }) : null,
         a.files.length ? el("dd", { class: "files", text: a.files.join(", ") }) : null),
@@ -285,8 +286,15 @@ function flush() {
   applyFilters();
   scheduleRefresh();
   if (checkpoint) scheduleCheckpoints();
-  clearTimeout(verifyTimer);  // the chain check reads the whole log: at most once a second
-  verifyTimer = setTimeout(refreshVerify, terminal ? 0 : 1000);
+  // The chain check reads the whole log: at most once a second (a throttle, not a
+  // debounce: a busy run must still get checked), at once when the run ends.
+  if (terminal) {
+    clearTimeout(verifyTimer);
+    verifyTimer = null;
+    refreshVerify();
+  } else if (!verifyTimer) {
+    verifyTimer = setTimeout(() => { verifyTimer = null; refreshVerify(); }, 1000);
+  }
 }
 
 const DETAIL_SKIP = new Set(["seq", "ts", "type", "phase", "agent", "session"]);
