@@ -193,7 +193,7 @@ async def _agent_run(
         bus,
         journal=journal,
         pricing=PricingTable.load(settings.pricing),
-        budget=budget,  # type: ignore[arg-type] - same check() as BudgetGuard, shared ledger
+        budget=budget,  # a SharedBudget: same check() as BudgetGuard, on the shared ledger
         breakers=CircuitBreakers.from_settings(
             settings.error_handling.circuit_breaker, on_change=circuit_changed
         ),
