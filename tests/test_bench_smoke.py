@@ -33,6 +33,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return out, proc.stdout
 
 
+@pytest.mark.slow  # ~12 s: runs the benchmarks
 def test_summary_has_machine_and_rows(quick_run: tuple[Path, str]) -> None:
     out, _ = quick_run
     summary = json.loads((out / "summary.json").read_text())
