@@ -41,6 +41,7 @@ def listed(ws: Path, server: FakeServer, *args: str) -> list[dict]:
     return json.loads(ok(ws, server, "session", "list", "--json", *args))
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_quick_start_runs_the_current_session_with_its_task(
     tmp_path: Path, server: FakeServer
 ) -> None:

@@ -101,6 +101,7 @@ def test_connection_refused_fails_within_the_network_budget(tmp_path: Path) -> N
     assert f"endpoint {url} unreachable" in flat and "connection refused" in flat.lower()
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_an_always_500_server_fails_within_the_network_budget(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:

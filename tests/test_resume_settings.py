@@ -187,6 +187,7 @@ def test_resume_reasks_an_agent_whose_answers_failed_validation(
     assert summary["totals"]["tokens"] > 0
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_commands_outside_a_run_write_and_read_the_sessions_audit_dir(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:

@@ -109,6 +109,7 @@ def test_rollback_force_overwrites_the_edit_but_not_user_files(
     assert git(ws, "status", "--porcelain").stdout.count("src/app.py") == 1  # still the user's
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_rerun_reasks_the_agent_and_its_dependents_only(ws: Path, completed: Path,
                                                         server: FakeServer) -> None:  # fmt: skip
     """--rerun findings: findings asks the model again (a new answer here), so do planner and

@@ -143,6 +143,7 @@ def test_finished_session_prints_the_final_table_once(ws: Path) -> None:
     assert out.rstrip().endswith("session demo completed: 4 calls, 420 tokens, $0.0050")
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_exits_when_the_running_process_disappears(ws: Path) -> None:
     holder_code = (
         "import sys, time; from pathlib import Path\n"
