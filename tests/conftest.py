@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,25 @@ def _fake_server_session() -> Iterator[FakeServer]:
     # One uvicorn per session: stopping one costs ~0.2 s, reset() gives the isolation.
     with FakeServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeServer]:
+    """A fake OpenAI server of the module's own, for module-scoped state built on it
+    (a completed session several tests copy); tests reset and script it themselves."""
+    with FakeServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def completed(server: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace where one R-I-S-E session ran to the end (phase checkpoints); tests
+    copy it rather than change it."""
+    from bench.crashkit import completed_run
+
+    ws = tmp_path_factory.mktemp("completed") / "ws"
+    ws.mkdir()
+    return completed_run(ws, server, "phase")
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return out, proc.stdout
 
 
+@pytest.mark.slow  # ~12 s: runs the benchmarks
 def test_summary_has_machine_and_rows(quick_run: tuple[Path, str]) -> None:
     out, _ = quick_run
     summary = json.loads((out / "summary.json").read_text())
@@ -50,6 +51,7 @@ def test_summary_has_machine_and_rows(quick_run: tuple[Path, str]) -> None:
     assert met + missed == len(judged) > 0
 
 
+@pytest.mark.slow  # ~12 s: runs the benchmarks (module fixture)
 def test_per_benchmark_json_and_table(quick_run: tuple[Path, str]) -> None:
     out, stdout = quick_run
     cli = json.loads((out / "cli.json").read_text())

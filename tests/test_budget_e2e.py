@@ -11,30 +11,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
+import pytest
 
-FRAMEWORK = """
-name: chain
-phases:
-  - name: one
-    agents:
-      - {name: first, role: You answer briefly., prompt: "Step one of {{task}}", max_tokens: 200}
-  - name: two
-    agents:
-      - {name: second, role: You answer briefly., prompt: "Step two: {{first}}", max_tokens: 200}
-  - name: three
-    agents:
-      - {name: third, role: You answer briefly., prompt: "Step three: {{second}}", max_tokens: 200}
-"""
+from tests.support.cli import pliny
+from tests.support.frameworks import CHAIN
 
 
 def _cli(args: list[str], ws: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args, "-w", str(ws)], env=env, capture_output=True, text=True, timeout=120
-    )
+    return pliny(ws, *args, "-w", str(ws), env=env, timeout=120)
 
 
 def _events(ws: Path) -> list[dict]:
@@ -42,10 +28,11 @@ def _events(ws: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
+@pytest.mark.slow  # ~9 s: real CLI runs
 def test_budget_pauses_then_resumes_after_raising_it(fake_server, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    (ws / "chain.yaml").write_text(FRAMEWORK)
+    (ws / "chain.yaml").write_text(CHAIN)
     # Each call is estimated at its prompt + max_tokens (200) before it is sent.
     # The second answer is long (~500 tokens), so the first two calls fit in 900
     # tokens and the third (whose prompt carries that answer) cannot.

@@ -13,6 +13,7 @@ import pytest
 from pliny.engine.cache import ResultCache, cache_key, cache_path, ttl_for
 from pliny.errors import SystemFailure
 from pliny.framework.model import Agent, Phase
+from tests.support.cli import pliny
 
 SPEC = {"name": "analyst", "role": "You analyze.", "prompt": "{{task}}", "model": None,
         "temperature": 0.2, "cache": {"ttl": 3600}, "timeout": None}  # fmt: skip
@@ -117,35 +118,22 @@ def test_ttl_from_agent_or_phase() -> None:
 
 
 # -- `pliny cache list | clear` ---------------------------------------------------
-ENTRY = (
-    "from pliny.cli import app, main\n"
-    "from pliny.cli import metrics_cmd\n"
-    "{g.name for g in app.registered_groups} >= {'cache'} or metrics_cmd.register(app)\n"
-    "main()\n"
-)  # registers the commands itself until pliny.cli does
-
-
-def pliny(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
-
-
 def test_cli_list_and_clear(tmp_path: Path) -> None:
-    empty = pliny("cache", "list", cwd=tmp_path)
+    empty = pliny(tmp_path, "cache", "list")
     assert empty.returncode == 0 and "empty" in empty.stdout
     assert not cache_path(tmp_path).exists()  # listing does not create a cache
     with ResultCache(cache_path(tmp_path)) as cache:
         cache.put("a" * 64, RESULT, 3600, agent="analyst", model="m")
         cache.put("b" * 64, RESULT, 1, agent="responder", model="m", now=0)  # long expired
-    listed = pliny("cache", "list", "--json", cwd=tmp_path)
+    listed = pliny(tmp_path, "cache", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [(r["agent"], r["expired"]) for r in rows] == [("responder", True), ("analyst", False)]
-    table = pliny("cache", "list", "-w", str(tmp_path), cwd=tmp_path.parent)
+    table = pliny(tmp_path.parent, "cache", "list", "-w", str(tmp_path))
     assert "analyst" in table.stdout and "expired" in table.stdout
-    expired = pliny("cache", "clear", "--expired", cwd=tmp_path)
+    expired = pliny(tmp_path, "cache", "clear", "--expired")
     assert expired.returncode == 0 and "removed 1 expired" in expired.stdout
-    cleared = pliny("cache", "clear", "-w", str(tmp_path), cwd=tmp_path.parent)
+    cleared = pliny(tmp_path.parent, "cache", "clear", "-w", str(tmp_path))
     assert cleared.returncode == 0 and "removed 1 cached" in cleared.stdout
     with ResultCache(cache_path(tmp_path)) as cache:
         assert cache.list() == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,14 +12,7 @@ import pytest
 from pliny.audit.writer import AuditLog
 from pliny.events import LLMCall, SessionCompleted, SessionStarted
 from tests.audit_samples import sample_session
-
-ENTRY = "from pliny.cli import main; main()"
-
-
-def pliny(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", ENTRY, *args], cwd=cwd, capture_output=True, text=True, timeout=60
-    )
+from tests.support.cli import CLI, pliny
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +27,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def view_json(ws: Path, *args: str) -> list[dict]:
-    result = pliny("audit", "view", "demo", "--json", *args, cwd=ws)
+    result = pliny(ws, "audit", "view", "demo", "--json", *args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # the whole stdout is one JSON document
 
@@ -54,14 +46,14 @@ def test_view_json_and_filters(ws: Path) -> None:
 
 
 def test_view_table(ws: Path) -> None:
-    result = pliny("audit", "view", "demo", "-w", str(ws), cwd=ws.parent)
+    result = pliny(ws.parent, "audit", "view", "demo", "-w", str(ws))
     assert result.returncode == 0, result.stderr
     for text in ("llm_call", "mystery-model", "unpriced", "crash_detected", "carol"):
         assert text in result.stdout
 
 
 def test_summary_json_and_table(ws: Path) -> None:
-    result = pliny("audit", "summary", "demo", "--json", cwd=ws)
+    result = pliny(ws, "audit", "summary", "demo", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     totals = summary["totals"]
@@ -70,7 +62,7 @@ def test_summary_json_and_table(ws: Path) -> None:
     assert totals["cost_usd"] == pytest.approx(0.03)
     assert [p["name"] for p in summary["phases"]] == ["research", "identify"]
     assert [h["type"] for h in summary["history"]][-2:] == ["rollback", "session_completed"]
-    text = pliny("audit", "summary", "demo", cwd=ws)
+    text = pliny(ws, "audit", "summary", "demo")
     assert text.returncode == 0, text.stderr
     for word in ("research", "identify", "unpriced", "mystery-model", "rollback", "resumed"):
         assert word in text.stdout
@@ -80,16 +72,16 @@ def test_verify_ok_then_tampered(tmp_path: Path) -> None:
     with AuditLog(tmp_path / "audit-logs" / "t.jsonl") as log:
         for event in sample_session("t"):
             log(event)
-    ok = pliny("audit", "verify", "t", cwd=tmp_path)
+    ok = pliny(tmp_path, "audit", "verify", "t")
     assert ok.returncode == 0 and "23 events" in ok.stdout
     path = tmp_path / "audit-logs" / "t.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
     lines[4] = lines[4].replace(b'"prompt_tokens":1000', b'"prompt_tokens":10')
     path.write_bytes(b"".join(lines))
-    bad = pliny("audit", "verify", "t", cwd=tmp_path)
+    bad = pliny(tmp_path, "audit", "verify", "t")
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and f"{path}:5:" in bad.stderr and "edited" in bad.stderr
-    as_json = pliny("audit", "verify", "t", "--json", cwd=tmp_path)
+    as_json = pliny(tmp_path, "audit", "verify", "t", "--json")
     report = json.loads(as_json.stdout)
     assert as_json.returncode == 1 and (report["ok"], report["first_bad_line"]) == (False, 5)
 
@@ -105,7 +97,7 @@ def test_verify_ok_then_tampered(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(ws: Path, args: tuple[str, ...]) -> None:
-    result = pliny("audit", *args, cwd=ws)
+    result = pliny(ws, "audit", *args)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("pliny: error: ") and result.stderr.count("\n") == 1
 
@@ -116,7 +108,7 @@ def test_follow_streams_events_written_by_another_process(tmp_path: Path) -> Non
     log = AuditLog(path)
     log(SessionStarted(session="live"))
     follower = subprocess.Popen(
-        [sys.executable, "-c", ENTRY, "audit", "view", "live", "--follow", "--json",
+        [*CLI, "audit", "view", "live", "--follow", "--json",
          "-t", "llm_call,session_completed"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

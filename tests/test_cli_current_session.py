@@ -6,7 +6,6 @@ Real CLI subprocesses, the fake OpenAI server, real git workspaces.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ from tests.fakeserver import FakeServer
 
 pytestmark = pytest.mark.timeout(120)
 EXECUTE = ["execute", "--framework", "rise", "--checkpoint", "phase"]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as srv:
-        yield srv
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +41,7 @@ def listed(ws: Path, server: FakeServer, *args: str) -> list[dict]:
     return json.loads(ok(ws, server, "session", "list", "--json", *args))
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_quick_start_runs_the_current_session_with_its_task(
     tmp_path: Path, server: FakeServer
 ) -> None:
@@ -58,6 +52,7 @@ def test_quick_start_runs_the_current_session_with_its_task(
         (sid, "completed", TASK)]  # fmt: skip
 
 
+@pytest.mark.slow  # ~5 s: real CLI runs
 def test_task_given_at_execute_goes_into_the_current_session(
     tmp_path: Path, server: FakeServer
 ) -> None:
@@ -77,6 +72,7 @@ def test_task_given_at_execute_goes_into_the_current_session(
         in again.stderr  # fmt: skip
 
 
+@pytest.mark.slow  # ~6 s: real CLI runs
 def test_ids_accept_a_unique_prefix(tmp_path: Path, server: FakeServer) -> None:
     init_workspace(tmp_path)
     for sid in ("alpha-one", "alpha-two", "beta-1"):
@@ -104,6 +100,7 @@ def test_ids_accept_a_unique_prefix(tmp_path: Path, server: FakeServer) -> None:
     assert [s["id"] for s in listed(tmp_path, server)] == ["beta-1", "alpha-one"]
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_status_summary(tmp_path: Path, server: FakeServer) -> None:
     init_workspace(tmp_path)
     ok(tmp_path, server, "session", "start", "never run", "--id", "idle")

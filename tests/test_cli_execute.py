@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import pytest
 
 from pliny.lifecycle.runner import RunOptions, execute
 from tests.fakeserver import FakeServer
+from tests.support.cli import LOCATED, pliny
 
-CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
 HEAVY = (
     "langgraph",
     "openai",
@@ -29,15 +28,6 @@ HEAVY = (
     "opentelemetry",
     "genai_prices",
 )
-LOCATED = re.compile(r"^pliny: error: (?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<what>.+)$")
-
-
-def pliny(ws: Path, *args: str, server: FakeServer | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    if server is not None:
-        env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
-    return subprocess.run([*CLI, *args], cwd=ws, env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
 
 
 def files(ws: Path) -> set[str]:

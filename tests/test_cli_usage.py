@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import cli
+
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = "from pliny.cli import main; main()"
 # typer's lower bound from pyproject.toml: the oldest release our CLI is tested against.
 LOWER = re.search(r'"typer>=([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
 
@@ -34,9 +35,9 @@ BARE = [([], "session"), (["session"], "start"), (["audit"], "verify")]
 
 
 def pliny(*args: str, cwd: Path, pythonpath: str | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": pythonpath or str(ROOT), "COLUMNS": "100"}
-    return subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    """The CLI with typer from ``pythonpath`` (an older release) or this venv's."""
+    env = {"PYTHONPATH": pythonpath or str(ROOT), "COLUMNS": "100"}
+    return cli.pliny(cwd, *args, env=env)
 
 
 def check_typo(proc: subprocess.CompletedProcess, expected: str) -> None:

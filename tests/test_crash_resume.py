@@ -119,6 +119,7 @@ def crash_and_resume(ws: Path, proc: subprocess.Popen[bytes], ledger: Ledger, se
     ("agent", 9, "executor"),  # executor's 2nd turn in flight, after its write_file tool ran
     ("phase", 4, "research"),  # three parallel researchers, some finished, some mid-call
 ])  # fmt: skip
+@pytest.mark.slow  # ~11 s: SIGKILL and resume, real subprocesses
 def test_kill_mid_agent(tmp_path: Path, server: FakeServer, reference: Callable[[str], Reference],
                         mode: str, k: int, in_flight: str) -> None:  # fmt: skip
     ref = reference(mode)
@@ -132,6 +133,7 @@ def test_kill_mid_agent(tmp_path: Path, server: FakeServer, reference: Callable[
                                          "findings"}  # fmt: skip
 
 
+@pytest.mark.slow  # ~6 s: SIGKILL and resume, real subprocesses
 def test_kill_between_phases(tmp_path: Path, server: FakeServer,
                              reference: Callable[[str], Reference]) -> None:  # fmt: skip
     """Kill as soon as the audit log shows research complete (its commit is about to run)."""
@@ -154,6 +156,7 @@ exit 0
 """
 
 
+@pytest.mark.slow  # ~7 s: SIGKILL and resume, real subprocesses
 def test_kill_during_commit(tmp_path: Path, server: FakeServer,
                             reference: Callable[[str], Reference]) -> None:  # fmt: skip
     """SIGKILL the whole process group while `git update-ref` holds its ref locks for the
@@ -182,6 +185,7 @@ def test_kill_during_commit(tmp_path: Path, server: FakeServer,
     assert "after-identify.findings" not in hit["checkpoints"]
 
 
+@pytest.mark.slow  # ~10 s: SIGKILL and resume, real subprocesses
 def test_second_run_is_refused_while_running(
     tmp_path: Path, server: FakeServer, reference: Callable[[str], Reference]
 ) -> None:

@@ -9,11 +9,8 @@ states, and the message says what failed and for how long it tried.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,17 +18,15 @@ import pytest
 
 from pliny.config.settings import load_settings
 from tests.fakeserver import FakeServer
+from tests.support import cli
 
-CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
 TRIED = re.compile(r"tried (\d+) times? over (\d+(?:\.\d+)?) s \(network retry budget (\d+) s")
 
 
 def pliny(ws: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:
     """Run the CLI; (exit code, stderr, wall seconds)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     started = time.monotonic()
-    proc = subprocess.run([*CLI, *args], cwd=ws, env=base | (env or {}), capture_output=True,
-                          text=True, timeout=180)  # fmt: skip
+    proc = cli.pliny(ws, *args, env=env, timeout=180)
     return proc.returncode, proc.stderr, time.monotonic() - started
 
 
@@ -106,6 +101,7 @@ def test_connection_refused_fails_within_the_network_budget(tmp_path: Path) -> N
     assert f"endpoint {url} unreachable" in flat and "connection refused" in flat.lower()
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_an_always_500_server_fails_within_the_network_budget(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
@@ -120,6 +116,7 @@ def test_an_always_500_server_fails_within_the_network_budget(
     assert len(fake_server.requests) <= threshold + 3
 
 
+@pytest.mark.slow  # ~4 s: real CLI runs
 def test_the_budget_in_the_config_bounds_the_run_without_a_breaker(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:

@@ -32,6 +32,7 @@ from tests.executor_conformance import *  # noqa: F403 - the shared suite
 from tests.executor_conformance import fanout, write_framework
 from tests.executor_conformance import run as run_here
 from tests.fakeserver import FakeServer
+from tests.support import cli
 from tests.temporal_dev import DevServer, free_port, temporal_binary
 
 pytest.importorskip("temporalio", reason="the temporal extra is not installed")
@@ -81,9 +82,6 @@ def executor_name(temporal: DevServer, _thread_worker: str, monkeypatch: pytest.
 
 # -- separate processes: what only distribution adds ------------------------------------
 
-PLINY = [sys.executable, "-c", "from pliny.cli import main; main()"]
-
-
 def _env(fake: FakeServer, key: str = "sk-test", **extra: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -102,7 +100,7 @@ class Worker:
         self, address: str, queue: str, fake: FakeServer, key: str, home: Path, *args: str
     ) -> None:
         self.key, self.home = key, home
-        cmd = [*PLINY, "worker", "--temporal", address, "-q", queue, "-w", str(home), *args]
+        cmd = [*cli.CLI, "worker", "--temporal", address, "-q", queue, "-w", str(home), *args]
         self.proc = subprocess.Popen(
             cmd,
             env=_env(fake, key),
@@ -158,9 +156,7 @@ def workers(
 
 
 def pliny(ws: Path, fake: FakeServer, *args: str, check: bool = True) -> Any:
-    done = subprocess.run(
-        [*PLINY, *args, "-w", str(ws)], env=_env(fake), capture_output=True, text=True, timeout=120
-    )
+    done = cli.pliny(ws, *args, "-w", str(ws), env=_env(fake), timeout=120)
     if check:
         assert done.returncode == 0, done.stderr[-2000:]
     return done
@@ -240,7 +236,7 @@ def test_sigkill_of_a_worker_mid_agent_finishes_on_the_other(
     ws = repo(tmp_path)
     fw = tmp_path / "one.yaml"
     fw.write_text(WRITER)
-    cmd = [*PLINY, *execute_cmd(ws, temporal, queue, "killw", str(fw)), "-w", str(ws)]
+    cmd = [*cli.CLI, *execute_cmd(ws, temporal, queue, "killw", str(fw)), "-w", str(ws)]
     coordinator = subprocess.Popen(
         cmd, env=_env(fake_server), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -280,7 +276,7 @@ def test_sigkill_of_the_coordinator_then_resume_finishes(
     queue = f"coord-{next(_queues)}"
     workers(queue, 1)
     ws = repo(tmp_path)
-    cmd = [*PLINY, *execute_cmd(ws, temporal, queue, "killc", "rise"), "-w", str(ws)]
+    cmd = [*cli.CLI, *execute_cmd(ws, temporal, queue, "killc", "rise"), "-w", str(ws)]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     coordinator = subprocess.Popen(cmd, env=_env(fake_server), start_new_session=True, **quiet)
     wait_for(lambda: len(fake_server.requests) >= 4)  # inside identify/synthesize
@@ -304,7 +300,7 @@ def test_worker_that_cannot_reach_its_endpoint_fails_clearly(
     tmp_path: Path, fake_server: FakeServer, temporal: DevServer
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    cmd = [*PLINY, "worker", "--temporal", temporal.address, "-w", str(tmp_path)]
+    cmd = [*cli.CLI, "worker", "--temporal", temporal.address, "-w", str(tmp_path)]
     env = _env(fake_server, OPENAI_BASE_URL=dead)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

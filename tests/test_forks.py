@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.crashkit import SESSION, agent_of, completed_run, run, script
 from tests.fakeserver import FakeServer
 
 
+@pytest.mark.slow  # ~7 s: real CLI runs
 def test_second_rerun_builds_on_the_first(tmp_path: Path) -> None:
     with FakeServer() as server:
         ws = tmp_path / "ws"

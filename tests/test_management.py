@@ -28,7 +28,7 @@ from bench.crashkit import (
     git,
     init_workspace,
     journal_hashes,  # fmt: skip
-    pliny_argv,
+    run,
     spawn,
     state,
     wait_until,
@@ -66,13 +66,8 @@ phases:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def cli(ws: Path, server: FakeServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(pliny_argv(*args), cwd=ws, env=env_for(server), capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
-
-
 def ok(ws: Path, server: FakeServer, *args: str) -> str:
-    proc = cli(ws, server, *args)
+    proc = run(ws, server, *args)
     assert proc.returncode == 0, (args, proc.stdout[-1000:], proc.stderr[-2000:])
     return proc.stdout
 
@@ -206,6 +201,7 @@ def test_state_retention_at_start(ws: Path, fake_server: FakeServer) -> None:
 
 # -- stop ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["sigterm", "session-cancel"])
+@pytest.mark.slow  # ~5 s: real CLI runs
 def test_stop_then_resume(ws: Path, fake_server: FakeServer, how: str) -> None:
     fw = tiny(ws)
     ok(ws, fake_server, "session", "start", "stop me", "--id", "stop")
@@ -244,11 +240,12 @@ def test_stop_then_resume(ws: Path, fake_server: FakeServer, how: str) -> None:
     assert shown["status"] == "cancelled" and not in_flight, in_flight
 
 
+@pytest.mark.slow  # ~8 s: real CLI runs
 def test_timeout_fails_the_session_resumably(ws: Path, fake_server: FakeServer) -> None:
     fw = tiny(ws)
     ok(ws, fake_server, "session", "start", "slow", "--id", "slow")
     fake_server.latency_ms = 2000
-    proc = cli(ws, fake_server, "execute", "-f", fw, "-t", TASK, "--session", "slow",
+    proc = run(ws, fake_server, "execute", "-f", fw, "-t", TASK, "--session", "slow",
                "--timeout", "1s", "--checkpoint", "none", "--json")  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-1500:]
     assert json.loads(proc.stdout)["error"]["code"] == "PLINY-TIMEOUT-SESSION"
@@ -256,7 +253,7 @@ def test_timeout_fails_the_session_resumably(ws: Path, fake_server: FakeServer) 
     assert state(ws, "slow")["error"]["code"] == "PLINY-TIMEOUT-SESSION"
     # Resumable: the 1 s limit was for that run; a resume (each call 1.5 s) must finish.
     fake_server.latency_ms = 1500
-    resumed = cli(ws, fake_server, "session", "resume", "slow", "--json")
+    resumed = run(ws, fake_server, "session", "resume", "slow", "--json")
     assert resumed.returncode == 0, resumed.stdout[-250:]
     assert state(ws, "slow")["status"] == "completed"
 
@@ -266,6 +263,7 @@ def families(text: str) -> dict[str, Any]:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
+@pytest.mark.slow  # ~6 s: real CLI runs
 def test_metrics_port_mid_run_and_metrics_command(ws: Path, fake_server: FakeServer) -> None:
     fw = tiny(ws)
     with socket.socket() as probe:  # a free port (released again for pliny to bind)
@@ -302,7 +300,7 @@ def test_metrics_port_busy(ws: Path, fake_server: FakeServer) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        proc = cli(ws, fake_server, "execute", "-f", fw, "-t", TASK, "--metrics-port", port)
+        proc = run(ws, fake_server, "execute", "-f", fw, "-t", TASK, "--metrics-port", port)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and port in lines[0], lines
@@ -319,6 +317,7 @@ def outputs_of(ws: Path, session: str, phases: tuple[str, ...]) -> dict[str, tup
     return found
 
 
+@pytest.mark.slow  # ~7 s: real CLI runs
 def test_until_phase_then_continue_then_from_phase(ws: Path, fake_server: FakeServer) -> None:
     ok(ws, fake_server, "session", "start", "partial", "--id", "part")
     base = ["execute", "-f", "rise", "-t", TASK, "--session", "part", "--checkpoint", "none"]
@@ -342,7 +341,7 @@ def test_until_phase_then_continue_then_from_phase(ws: Path, fake_server: FakeSe
     assert outputs_of(ws, "part", ("research", "identify")) == kept
 
     before = everything(ws)
-    proc = cli(ws, fake_server, "execute", "--session", "part", "--from-phase", "nope")
+    proc = run(ws, fake_server, "execute", "--session", "part", "--from-phase", "nope")
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "nope" in proc.stderr and everything(ws) == before
 

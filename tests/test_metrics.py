@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +15,7 @@ from pliny import events as ev
 from pliny.audit.log import AuditLog
 from pliny.errors import UsageError
 from pliny.observe.metrics import Metrics
+from tests.support.cli import pliny
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 S = {"session": "s1"}
@@ -157,38 +156,23 @@ def test_serve_on_a_busy_port_is_a_clear_error() -> None:
 
 
 # -- `pliny metrics ID` ---------------------------------------------------------
-ENTRY = (
-    "from pliny.cli import app, main\n"
-    "from pliny.cli import metrics_cmd, watch\n"
-    "names = {c.name for c in app.registered_commands}\n"
-    "'metrics' in names or metrics_cmd.register(app)\n"
-    "'watch' in names or watch.register(app)\n"
-    "main()\n"
-)  # registers the commands itself until pliny.cli does
-
-
-def pliny(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
-
-
 def test_cli_prints_exposition_from_the_audit_log(tmp_path: Path) -> None:
     with AuditLog(tmp_path / "audit-logs" / "s1.jsonl") as log:
         for event in run_events():
             log(event)
-    result = pliny("metrics", "s1", cwd=tmp_path)
+    result = pliny(tmp_path, "metrics", "s1")
     assert result.returncode == 0, result.stderr
     data = samples(result.stdout)
     assert value(data, "pliny_cost_usd_total", model="m1") == pytest.approx(0.75)
     assert value(data, "pliny_tokens_total", kind="prompt", model="m1") == 150
     assert not any(name.endswith("_created") for name, _ in data)  # time of the command: noise
     out = tmp_path / "textfile" / "pliny.prom"
-    written = pliny("metrics", "s1", "-o", str(out), "-w", str(tmp_path), cwd=tmp_path.parent)
+    written = pliny(tmp_path.parent, "metrics", "s1", "-o", str(out), "-w", str(tmp_path))
     assert written.returncode == 0, written.stderr
     assert written.stdout == "" and samples(out.read_text()) == data
 
 
 def test_cli_unknown_session(tmp_path: Path) -> None:
-    result = pliny("metrics", "nope", cwd=tmp_path)
+    result = pliny(tmp_path, "metrics", "nope")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "unknown session 'nope'" in result.stderr

@@ -10,10 +10,8 @@ recorded turn and finishes.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,8 +32,8 @@ from pliny.events import (
 from pliny.observe.otel import spans_of
 from tests.fakeserver import FakeServer
 from tests.otlp_receiver import OtlpReceiver, Received, decode_json
+from tests.support import cli
 
-CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
 SOLO = (
     "name: solo\nphases:\n  - name: work\n    agents:\n      - name: worker\n"
     "        role: You are the solo worker\n        prompt: 'Do {{task}}'\n"
@@ -45,11 +43,7 @@ TOOL_TURN = {"name": "list_files", "arguments": {}}
 
 
 def pliny(ws: Path, *args: str, server: FakeServer, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    base |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test", **env}
-    return subprocess.run(
-        [*CLI, *args], cwd=ws, env=base, capture_output=True, text=True, timeout=90
-    )
+    return cli.pliny(ws, *args, server=server, env=env, drop=("OTEL_",), timeout=90)
 
 
 @pytest.fixture
@@ -113,6 +107,7 @@ def failed_then_resumed(ws: Path, server: FakeServer, rx: OtlpReceiver) -> tuple
     return session, run1, rx.spans
 
 
+@pytest.mark.slow  # ~5 s: real CLI runs
 def test_live_span_tree_of_a_failed_then_resumed_session(
     tmp_path: Path, fake_server: FakeServer, receiver: OtlpReceiver
 ) -> None:
@@ -185,6 +180,7 @@ def test_live_span_tree_of_a_failed_then_resumed_session(
     assert comparable(decode_json(out.read_text())) == comparable(run1 + run2)
 
 
+@pytest.mark.slow  # ~7 s: real CLI runs
 def test_unreachable_endpoint_warns_and_the_session_completes(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:

@@ -246,6 +246,7 @@ def test_svg_without_graphviz_says_how_to_install_it(runs: tuple[Path, dict[str,
         assert len(lines) == 1 and "graphviz" in lines[0].lower() and "install" in lines[0], lines
 
 
+@pytest.mark.slow  # ~4 s: real CLI runs
 def test_show_never_changes_anything(runs: tuple[Path, dict[str, Any]]) -> None:
     ws, info = runs
     before = everything(ws)

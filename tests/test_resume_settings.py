@@ -8,32 +8,16 @@ dir it started with; a new limit only applies when the resume command line says 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fakeserver import FakeServer
+from tests.support.cli import pliny
+from tests.support.frameworks import CHAIN
 
 pytestmark = pytest.mark.timeout(120)
-CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
-
-CHAIN = """
-name: chain
-phases:
-  - name: one
-    agents:
-      - {name: first, role: You answer briefly., prompt: "Step one of {{task}}", max_tokens: 200}
-  - name: two
-    agents:
-      - {name: second, role: You answer briefly., prompt: "Step two: {{first}}", max_tokens: 200}
-  - name: three
-    agents:
-      - {name: third, role: You answer briefly., prompt: "Step three: {{second}}", max_tokens: 200}
-"""
-
 SCHEMA = """
 name: judged
 phases:
@@ -53,11 +37,7 @@ SECRET = "Bearer abcdefgh12345678"
 
 
 def _cli(ws: Path, server: FakeServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PLINY_"))}
-    env.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-x", NO_COLOR="1")
-    return subprocess.run(
-        [*CLI, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=120
-    )
+    return pliny(ws, *args, server=server, env={"NO_COLOR": "1"}, drop=("PLINY_",), timeout=120)
 
 
 def _warned(proc: subprocess.CompletedProcess[str], text: str) -> bool:
@@ -87,6 +67,7 @@ def _start_paused(ws: Path, server: FakeServer) -> None:
 BUDGET = "budgets:\n  max_tokens: 900\naudit:\n  dir: my-audit\n"
 
 
+@pytest.mark.slow  # ~7 s: real CLI runs
 def test_resume_keeps_config_budget_until_raised_on_the_command_line(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:
@@ -111,6 +92,7 @@ def test_resume_keeps_config_budget_until_raised_on_the_command_line(
     assert "my-audit" in verify.stdout
 
 
+@pytest.mark.slow  # ~7 s: real CLI runs
 def test_an_edited_config_file_is_not_reread_silently(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:
@@ -132,6 +114,7 @@ def test_an_edited_config_file_is_not_reread_silently(
     assert not (ws / "audit-logs").exists()
 
 
+@pytest.mark.slow  # ~5 s: real CLI runs
 def test_execute_with_config_never_writes_secrets_into_session_state(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:
@@ -152,6 +135,7 @@ def test_execute_with_config_never_writes_secrets_into_session_state(
     assert fake_server.count() == 2
 
 
+@pytest.mark.slow  # ~7 s: real CLI runs
 def test_audit_commands_find_a_custom_dir_and_need_an_id(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:
@@ -178,6 +162,7 @@ def test_audit_commands_find_a_custom_dir_and_need_an_id(
         assert len(lines) == 1 and "session id" in lines[0], missing.stderr
 
 
+@pytest.mark.slow  # ~4 s: real CLI runs
 def test_resume_reasks_an_agent_whose_answers_failed_validation(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:
@@ -202,6 +187,7 @@ def test_resume_reasks_an_agent_whose_answers_failed_validation(
     assert summary["totals"]["tokens"] > 0
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_commands_outside_a_run_write_and_read_the_sessions_audit_dir(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:

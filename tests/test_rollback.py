@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from bench.crashkit import (
     SESSION,
     USER_FILES,
     agent_of,
-    completed_run,
     events,
     git,
     kill,
@@ -39,19 +37,6 @@ LATER = [f"{RUNS}/identify/findings.md", f"{RUNS}/synthesize/planner.md",
          f"{RUNS}/execute/executor.md", "DELIVERABLE.md", "src/health.py"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def completed(server: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = tmp_path_factory.mktemp("completed") / "ws"
-    ws.mkdir()
-    return completed_run(ws, server, "phase")
-
-
 @pytest.fixture
 def ws(completed: Path, server: FakeServer, tmp_path: Path) -> Path:
     """A private copy of the completed workspace; the server is fresh and scripted."""
@@ -67,6 +52,7 @@ def everything(ws: Path) -> dict[str, bytes]:
     return {p.relative_to(ws).as_posix(): p.read_bytes() for p in ws.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # ~4 s: real CLI runs
 def test_rollback_restores_files_and_resume_replays_the_rest(
     ws: Path, completed: Path, server: FakeServer
 ) -> None:
@@ -123,6 +109,7 @@ def test_rollback_force_overwrites_the_edit_but_not_user_files(
     assert git(ws, "status", "--porcelain").stdout.count("src/app.py") == 1  # still the user's
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_rerun_reasks_the_agent_and_its_dependents_only(ws: Path, completed: Path,
                                                         server: FakeServer) -> None:  # fmt: skip
     """--rerun findings: findings asks the model again (a new answer here), so do planner and
@@ -147,6 +134,7 @@ def test_rerun_reasks_the_agent_and_its_dependents_only(ws: Path, completed: Pat
     assert shown["session"]["status"] == "completed"
 
 
+@pytest.mark.slow  # ~5 s: real CLI runs
 def test_kill_during_the_resume_after_a_rollback(
     ws: Path, completed: Path, server: FakeServer
 ) -> None:
@@ -170,6 +158,7 @@ def test_kill_during_the_resume_after_a_rollback(
     assert git(ws, "fsck", "--strict", "--no-progress", check=False).returncode == 0
 
 
+@pytest.mark.slow  # ~5 s: real CLI runs
 def test_kill_during_a_rerun_does_not_pay_the_new_answer_twice(
     ws: Path, server: FakeServer
 ) -> None:
@@ -196,6 +185,7 @@ exit 0
 """
 
 
+@pytest.mark.slow  # ~5 s: real CLI runs
 def test_interrupted_rollback_is_reported_then_finished(
     ws: Path, completed: Path, server: FakeServer
 ) -> None:
@@ -220,6 +210,7 @@ def test_interrupted_rollback_is_reported_then_finished(
     assert server.count() == 0
 
 
+@pytest.mark.slow  # ~7 s: real CLI runs
 def test_session_show_after_a_rollback_shows_the_rolled_back_agents_pending(
     ws: Path, server: FakeServer
 ) -> None:

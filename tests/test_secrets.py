@@ -13,6 +13,8 @@ import sys
 import zlib
 from pathlib import Path
 
+import pytest
+
 CANARY = "sk-canary-7f3e9b1c5d2a4e6f8091a2b3c4d5e6f7"
 CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
 
@@ -42,6 +44,7 @@ def _all_bytes(ws: Path) -> list[tuple[Path, bytes]]:
     return found
 
 
+@pytest.mark.slow  # ~6 s: real CLI runs
 def test_canary_key_appears_nowhere(fake_server, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()

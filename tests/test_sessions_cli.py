@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,19 +35,6 @@ from tests.fakeserver import FakeServer
 
 pytestmark = pytest.mark.timeout(120)
 STATE = f".pliny/sessions/{SESSION}/state.json"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def completed(server: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = tmp_path_factory.mktemp("completed") / "ws"
-    ws.mkdir()
-    return completed_run(ws, server, "phase")
 
 
 @pytest.fixture(autouse=True)
@@ -168,6 +155,7 @@ def test_a_new_session_is_not_crashed(tmp_path: Path, server: FakeServer) -> Non
     assert listed_status(tmp_path, server, "fresh") != "crashed"
 
 
+@pytest.mark.slow  # ~4 s: real CLI runs
 def test_execute_with_a_new_session_id_creates_it(tmp_path: Path, server: FakeServer) -> None:
     init_workspace(tmp_path)
     script(server)
@@ -178,6 +166,7 @@ def test_execute_with_a_new_session_id_creates_it(tmp_path: Path, server: FakeSe
     assert kinds[0] == "session_started" and "crash_detected" not in kinds
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_show_formats(ws: Path, server: FakeServer) -> None:
     def show(*fmt: str) -> str:
         proc = run(ws, server, "session", "show", SESSION, *fmt)
@@ -196,6 +185,7 @@ def test_show_formats(ws: Path, server: FakeServer) -> None:
     assert "unknown format" in refused(ws, server, "session", "show", "--format", "bogus")
 
 
+@pytest.mark.slow  # ~4 s: real CLI runs
 def test_rm_keeps_the_audit_log_and_refs_unless_asked(ws: Path, server: FakeServer) -> None:
     refs = ["for-each-ref", f"refs/pliny/{SESSION}/"]
     assert run(ws, server, "session", "rm", SESSION).returncode == 0
@@ -216,6 +206,7 @@ def _fake_session(ws: Path, session_id: str, status: str, updated: str) -> None:
     path.write_text(state.model_dump_json(indent=2))
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_clean(tmp_path: Path, server: FakeServer) -> None:
     old, new = "2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
     sessions = [("old-done", "completed", old), ("new-done", "completed", new),
@@ -243,6 +234,7 @@ def test_clean(tmp_path: Path, server: FakeServer) -> None:
     assert "--older-than" in refused(tmp_path, server, "session", "clean", "--older-than", "soon")
 
 
+@pytest.mark.slow  # ~7 s: real CLI runs
 def test_cancel_then_resume(tmp_path: Path, server: FakeServer) -> None:
     init_workspace(tmp_path)
     run(tmp_path, server, "session", "start", "slow", "--id", SESSION)

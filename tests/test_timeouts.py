@@ -6,10 +6,6 @@ file:line:col.
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,18 +15,8 @@ import pytest
 from pliny.events import Event
 from pliny.lifecycle.store import SessionStore
 from tests.fakeserver import FakeServer
+from tests.support.cli import LOCATED, pliny
 from tests.test_faults import run, settings, solo_framework
-
-CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
-LOCATED = re.compile(r"^pliny: error: (?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<what>.+)$")
-
-
-def pliny(ws: Path, *args: str, server: FakeServer | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    if server is not None:
-        env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
-    return subprocess.run([*CLI, *args], cwd=ws, env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
 
 
 def seconds_between(a: Event, b: Event) -> float:
@@ -160,6 +146,7 @@ def test_session_timeout_fails_and_resumes(tmp_path: Path, fake_server: FakeServ
     assert len(fake_server.requests) == 1
 
 
+@pytest.mark.slow  # ~6 s: real CLI runs
 def test_cli_timeout_flag(tmp_path: Path, fake_server: FakeServer) -> None:
     fake_server.latency_ms = 2000
     framework = solo_framework(tmp_path, tools="[]")

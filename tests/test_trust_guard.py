@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import shlex
 import subprocess
@@ -27,9 +26,9 @@ from pliny.errors import ConfigError
 from pliny.events import Event
 from pliny.lifecycle.runner import RunOptions, execute
 from tests.fakeserver import FakeServer
+from tests.support.cli import CLI, pliny
 from tests.test_agent_tools import EXECUTOR, git, tool_results, write
 
-CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
 CONFIG = "audit: {dir: var/audit}\n"
 
 
@@ -103,9 +102,7 @@ def run(ws: Path, server: FakeServer, **kw: Any) -> tuple[Any, list[Event]]:
 
 
 def cli(ws: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PLINY_ALLOW"))}
-    return subprocess.run([*CLI, *args], cwd=ws, env=base | (env or {}), capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return pliny(ws, *args, env=env, drop=("PLINY_ALLOW",))
 
 
 def test_model_cannot_rewrite_config_or_audit_log(ws: Path, fake_server: FakeServer) -> None:

@@ -19,14 +19,9 @@ import pytest
 from pliny import events as ev
 from pliny.audit.log import AuditLog
 from pliny.lifecycle.store import SessionStore
+from tests.support.cli import CLI
 
 SID = "demo"
-ENTRY = (
-    "from pliny.cli import app, main\n"
-    "from pliny.cli import watch\n"
-    "'watch' in {c.name for c in app.registered_commands} or watch.register(app)\n"
-    "main()\n"
-)  # registers the command itself until pliny.cli does
 S = {"session": SID}
 
 
@@ -73,7 +68,7 @@ def log_of(ws: Path) -> AuditLog:
 def start_watch(ws: Path, *args: str, **popen: object) -> subprocess.Popen[str]:
     options: dict[str, object] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE,
                                   "text": True, **popen}  # fmt: skip
-    return subprocess.Popen([sys.executable, "-c", ENTRY, "watch", *args, "-w", str(ws)],
+    return subprocess.Popen([*CLI, "watch", *args, "-w", str(ws)],
                             cwd=ws, **options)  # type: ignore[call-overload]  # fmt: skip
 
 
@@ -148,6 +143,7 @@ def test_finished_session_prints_the_final_table_once(ws: Path) -> None:
     assert out.rstrip().endswith("session demo completed: 4 calls, 420 tokens, $0.0050")
 
 
+@pytest.mark.slow  # ~3 s: real CLI runs
 def test_exits_when_the_running_process_disappears(ws: Path) -> None:
     holder_code = (
         "import sys, time; from pathlib import Path\n"

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,6 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from bench.crashkit import (  # noqa: E402
     SESSION,
-    completed_run,
     env_for,
     outputs,
     pliny_argv,
@@ -43,19 +41,6 @@ from tests.fakeserver import FakeServer  # noqa: E402
 pytestmark = pytest.mark.timeout(120)
 ORIGIN = "http://127.0.0.1"
 ACTION = {"X-Pliny-Action": "1"}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def completed(server: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = tmp_path_factory.mktemp("web") / "ws"
-    ws.mkdir()
-    return completed_run(ws, server, "phase")
 
 
 @pytest.fixture
@@ -174,6 +159,7 @@ def test_rollback_refusals_are_the_clis_and_change_nothing(ws: Path, server: Fak
     assert everything(ws) == edited
 
 
+@pytest.mark.slow  # ~4 s: real CLI runs
 def test_rollback_from_the_api_matches_the_cli_and_resume_finishes(
     ws: Path, completed: Path, server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

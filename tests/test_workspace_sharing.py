@@ -9,24 +9,18 @@ one's deliverable.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fakeserver import FakeServer
 from tests.gitrepos import git, make_repo
-
-CLI = [sys.executable, "-c", "from pliny.cli import main; main()"]
+from tests.support import cli
 
 
 def pliny(ws: Path, server: FakeServer, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env |= {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
-    return subprocess.run([*CLI, *args], cwd=ws, env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return cli.pliny(ws, *args, server=server, timeout=120)
 
 
 def untracked(repo: Path) -> list[str]:
@@ -72,6 +66,7 @@ def summary(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow  # ~6 s: real CLI runs
 def test_a_second_session_does_not_overwrite_the_first_ones_deliverable(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:

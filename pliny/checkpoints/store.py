@@ -51,6 +51,7 @@ the old or the new checkpoint (plus, at worst, an unreferenced object).
 
 from __future__ import annotations
 
+import builtins
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,8 +114,9 @@ class CheckpointStore:
         self.protected = tuple(protected)
         self.head_ref = session_ref(self.session)
         self._lock = threading.RLock()
-        self._git = GitRepo.open(self.workspace, init=True)
-        assert self._git is not None
+        git = GitRepo.open(self.workspace, init=True)
+        assert git is not None  # init=True never returns None
+        self._git: GitRepo = git
         self._git.refuse_if_busy()  # before writing anything of ours
         self._files = WorkspaceFiles(
             self.workspace, self.state_dir, self.protected, self._git.blob_id
@@ -312,7 +314,9 @@ class CheckpointStore:
             self._state.save()
         return RollbackResult(name, target.commit, restored, deleted, overwritten)
 
-    def _plan_rollback(self, commit: str, force: bool) -> tuple[dict[str, Entry | None], list[str]]:
+    def _plan_rollback(
+        self, commit: str, force: bool
+    ) -> tuple[dict[str, Entry | None], builtins.list[str]]:
         """What each managed path must become, after checking the user left them alone."""
         st = self._state
         paths = sorted(st.managed | set(st.pending))

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from pliny.cli.common import WorkspaceOpt, group, print_json, workspace_path
 
+if TYPE_CHECKING:
+    from pliny.checkpoints.store import CheckpointStore
+    from pliny.lifecycle.store import SessionState
+
 app = group("Named git checkpoints of a session's work.")
 
 
-def _store(workspace: Path, session_id: str | None):  # noqa: ANN202
+def _store(workspace: Path, session_id: str | None) -> tuple[SessionState, CheckpointStore]:
     from pliny.checkpoints.store import CheckpointStore
     from pliny.lifecycle.store import SessionStore
 

@@ -80,7 +80,7 @@ def _click_errors() -> tuple[type[Exception], ...]:
     """ClickException from the click typer uses: its vendored copy (newer typer) or click."""
     classes: list[type[Exception]] = []
     try:
-        from typer._click.exceptions import ClickException  # type: ignore[import-not-found]
+        from typer._click.exceptions import ClickException  # type: ignore[import-not-found, unused-ignore]
 
         classes.append(ClickException)
     except ImportError:

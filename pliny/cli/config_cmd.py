@@ -41,11 +41,13 @@ def schema(
     kind: str = typer.Option("config", "--kind", help="config | framework"),
 ) -> None:
     """JSON Schema of the YAML files, for editors."""
+    from pydantic import BaseModel
+
     from pliny.config.settings import Settings
     from pliny.errors import UsageError
     from pliny.framework.model import Framework
 
-    models = {"config": Settings, "framework": Framework}
+    models: dict[str, type[BaseModel]] = {"config": Settings, "framework": Framework}
     if kind not in models:
         raise UsageError(f"unknown schema kind {kind!r} (config or framework)")
     typer.echo(json.dumps(models[kind].model_json_schema(by_alias=True), indent=2))

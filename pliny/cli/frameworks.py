@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from pliny.cli.common import group, print_json
@@ -14,7 +16,7 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     """The built-in frameworks."""
     from pliny.framework.model import builtin_names, load
 
-    items = []
+    items: list[dict[str, Any]] = []
     for name in builtin_names():
         fw = load(name)
         items.append(

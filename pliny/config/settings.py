@@ -23,7 +23,14 @@ from pydantic import (
 )
 
 from pliny.config import resources
-from pliny.config.yamlsource import Mark, Sourced, format_validation_error, load_file, merge
+from pliny.config.yamlsource import (
+    Loc,
+    Mark,
+    Sourced,
+    format_validation_error,
+    load_file,
+    merge,
+)
 from pliny.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -147,7 +154,10 @@ class RetryStrategy(Strict):
 NETWORK_BUDGET_S = 20.0
 
 
-def _default_strategies() -> dict[str, RetryStrategy]:
+ErrorCategory = Literal["network", "tool", "validation", "ai", "system", "config"]
+
+
+def _default_strategies() -> dict[ErrorCategory, RetryStrategy]:
     return {
         # The time budget, not max_retries, decides how long a dead endpoint is tried.
         "network": RetryStrategy(max_retries=5, max_elapsed=NETWORK_BUDGET_S),
@@ -165,9 +175,7 @@ class CircuitBreaker(Strict):
 
 
 class ErrorHandling(Strict):
-    retry_strategies: dict[
-        Literal["network", "tool", "validation", "ai", "system", "config"], RetryStrategy
-    ] = Field(
+    retry_strategies: dict[ErrorCategory, RetryStrategy] = Field(
         default_factory=_default_strategies,
         description="per category; a category you leave out keeps its default. "
         "config errors are never retried whatever max_retries says",
@@ -178,6 +186,10 @@ class ErrorHandling(Strict):
     def _keep_defaults(self) -> ErrorHandling:
         self.retry_strategies = {**_default_strategies(), **self.retry_strategies}
         return self
+
+    def by_category(self) -> dict[str, RetryStrategy]:
+        """The strategies keyed by plain category name (what errors carry)."""
+        return {str(name): strategy for name, strategy in self.retry_strategies.items()}
 
 
 class AuditSettings(Strict):
@@ -281,7 +293,7 @@ def user_layer(workspace: Path | None, config_path: Path | None) -> Sourced | No
 
 
 def _flags_source(overrides: dict[str, Any]) -> Sourced:
-    marks = {(*path,): Mark("command line", 1, 1) for path in _paths(overrides)}
+    marks: dict[Loc, Mark] = {(*path,): Mark("command line", 1, 1) for path in _paths(overrides)}
     marks[()] = Mark("command line", 1, 1)
     return Sourced(overrides, marks)
 

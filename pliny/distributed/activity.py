@@ -67,6 +67,7 @@ class AgentActivities:
     @activity.defn(name=ACTIVITY)
     async def run_agent(self, call: dict[str, Any]) -> dict[str, Any]:
         info = activity.info()
+        assert info.workflow_id is not None  # an agent activity always runs in its workflow
         origin = f"{info.workflow_id}/{info.workflow_run_id}#{info.attempt}"
         handle = activity.client().get_workflow_handle(
             info.workflow_id, run_id=info.workflow_run_id
@@ -177,9 +178,9 @@ class AgentActivities:
             settings,
             copy.endpoint,
             bus,
-            journal=RemoteJournal(remote, outbox),  # type: ignore[arg-type] - same get/put
+            journal=RemoteJournal(remote, outbox),  # type: ignore[arg-type]  # same get/put
             pricing=copy.pricing,
-            budget=RemoteBudget(remote),  # type: ignore[arg-type] - same check() as BudgetGuard
+            budget=RemoteBudget(remote),  # same check() as BudgetGuard (BudgetCheck)
             breakers=CircuitBreakers.from_settings(
                 settings.error_handling.circuit_breaker, on_change=circuit_changed
             ),

@@ -54,6 +54,7 @@ class CoordinatorService:
     @activity.defn(name=OP_ACTIVITY)
     async def op(self, request: dict[str, Any]) -> dict[str, Any]:
         workflow = activity.info().workflow_id
+        assert workflow is not None  # an Update's local activity always runs in its workflow
         if is_spilled(request):
             request = self.store.unspill(request)
         origin = request["origin"]
@@ -95,7 +96,8 @@ class CoordinatorService:
         # The call's llm_call came in this request's items, stored above: an answer
         # in the journal is an answer in the outbox, so it is audited exactly once.
         if (journal := self.run.gateway.journal) is not None:
-            journal.put(*key, response)
+            agent, cycle, rhash, occurrence = key
+            journal.put(agent, cycle, rhash, occurrence, response)
 
     def op_journal_forget(self, origin: str, agents: list[str], cycle: int | None) -> int:
         journal = self.run.gateway.journal

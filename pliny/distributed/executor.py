@@ -37,6 +37,7 @@ from pliny.distributed.taxonomy import from_temporal
 from pliny.distributed.workflow import WORKFLOW
 from pliny.engine.executor import AgentTask
 from pliny.events import parse
+from pliny.llm.budget import BudgetGuard
 
 if TYPE_CHECKING:
     from pliny.engine.agent import AgentRun
@@ -69,7 +70,7 @@ class TemporalExecutor:
         session_dir = Path(launch["session_dir"])
         self.store = SharedStore(shared_path(session_dir))
         self.seen = _logged_origins(Path(launch["audit_path"]))
-        if run.gateway.budget is not None:
+        if isinstance(run.gateway.budget, BudgetGuard):  # the coordinator's own guard
             SharedBudget.reset(self.store, run.gateway.budget)
         # The agents' workflows run here, on the session's own queue: this process
         # answers the workers' journal, budget and outbox requests.

@@ -321,6 +321,7 @@ def _assistant_with_calls(content: str, calls: list[dict[str, Any]]) -> dict[str
 def _run_tool(
     run: AgentRun, ctx: CallContext, agent: Agent, call: dict[str, Any], written: list[str]
 ) -> tuple[bool, str]:
+    error: str | None
     try:
         args = json.loads(call["arguments"] or "{}")
         if not isinstance(args, dict):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, TypedDict
@@ -103,7 +104,8 @@ class Engine:
                     [phase.name, *names], [*names, join_node(phase.name)], strict=True
                 ):
                     builder.add_edge(src, dst)
-            targets = {p.name: p.name for p in self.framework.phases} | {END: LG_END}
+            targets: dict[Hashable, str] = {p.name: p.name for p in self.framework.phases}
+            targets[END] = LG_END
             builder.add_conditional_edges(join_node(phase.name), _goto, targets)
         builder.add_edge(START, self.framework.phases[0].name)
         return builder

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -150,8 +150,8 @@ class Workspace:
         tmp = target.with_name(f".{target.name}.pliny-tmp")
         tmp.write_bytes(data)
         os.replace(tmp, target)  # never a half-written file in a checkpoint
-        for hook in self.on_write:
-            hook(rel, data, agent)
+        for write_hook in self.on_write:
+            write_hook(rel, data, agent)
         return f"wrote {len(data)} bytes to {rel}"
 
     def search_files(self, query: str, path: str = ".", pattern: str = "*") -> str:
@@ -242,7 +242,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def openai_tools(names: list[str]) -> list[dict[str, Any]]:
+def openai_tools(names: Sequence[str]) -> list[dict[str, Any]]:
     return [{"type": "function", "function": {"name": n, **SCHEMAS[n]}} for n in names]
 
 

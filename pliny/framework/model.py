@@ -209,17 +209,17 @@ def check(fw: Framework, source: Sourced) -> None:
                 _fail(source, (*loc, "goto"), f"unknown phase {route.goto!r}")
             _check_field(agents, route.when.agent, route.when.field, source, (*loc, "when"))
         for j, agent in enumerate(phase.agents):
-            loc = ("phases", i, "agents", j, "prompt")
+            at = ("phases", i, "agents", j, "prompt")
             leftover = PLACEHOLDER.sub("", agent.prompt)
             if "{{" in leftover:
                 bad = leftover[leftover.index("{{") :].split("}}")[0][:40]
-                _fail(source, loc, f"malformed placeholder {bad}}}}} (use {{{{name}}}})")
+                _fail(source, at, f"malformed placeholder {bad}}}}} (use {{{{name}}}})")
             for ref in agent.references():
                 base, _, field = ref.partition(".")
                 if base not in (*RESERVED, *agents, *phase_names):
-                    _fail(source, loc, f"unknown placeholder {{{{{ref}}}}}")
+                    _fail(source, at, f"unknown placeholder {{{{{ref}}}}}")
                 if field and base in agents:
-                    _check_field(agents, base, field, source, loc)
+                    _check_field(agents, base, field, source, at)
     _check_bounded(fw, source)
 
 

@@ -12,10 +12,14 @@ import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pliny.errors import UsageError
 from pliny.lifecycle.store import SessionState, SessionStore
+
+if TYPE_CHECKING:  # imported where used: `pliny session list` stays quick to start
+    from pliny.lifecycle.runstate import RollbackFold
+    from pliny.observe.progress import Progress
 
 
 def age(iso: str) -> str:
@@ -30,12 +34,12 @@ def age(iso: str) -> str:
     return f"{seconds:.0f}s"
 
 
-def progress_of(workspace: Path, state: SessionState):  # noqa: ANN201
+def progress_of(workspace: Path, state: SessionState) -> Progress:
     """The session's Progress in its *current* state: rollbacks applied (see runstate)."""
     return _fold(workspace, state).progress
 
 
-def _fold(workspace: Path, state: SessionState):  # noqa: ANN202
+def _fold(workspace: Path, state: SessionState) -> RollbackFold:
     from pliny.audit.log import log_path, read_events
     from pliny.framework.model import load
     from pliny.lifecycle.runstate import RollbackFold
@@ -96,7 +100,7 @@ def show_data(framework: Any, fold: Any) -> dict[str, Any]:
     return data
 
 
-def _current_line(fold) -> str:  # noqa: ANN001
+def _current_line(fold: RollbackFold) -> str:
     """Text: the current state's figures, when a rollback set them apart from the spent ones."""
     if fold.rolled_back_to is None:
         return ""

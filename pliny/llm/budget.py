@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pliny.config.settings import Budgets, Limit
 from pliny.errors import BudgetExceeded
@@ -68,6 +69,18 @@ def _usd(value: float) -> str:
 
 def _tokens(value: float) -> str:
     return f"{int(value)} tokens"
+
+
+class BudgetCheck(Protocol):
+    """What the gateway asks before a call: ``BudgetGuard`` here, a shared ledger on a worker."""
+
+    def check(
+        self,
+        phase: str | None,
+        agent: str | None,
+        estimate_tokens: int,
+        estimate_cost: float | None,
+    ) -> None: ...
 
 
 class BudgetGuard:

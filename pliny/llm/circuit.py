@@ -203,7 +203,7 @@ def gave_up(err: NetworkError, url: str, breaker: CircuitBreaker | None) -> Netw
     per endpoint when there is a breaker, so parallel agents tell one story;
     a rejection by the open circuit reports the failure that opened it.
     """
-    cause = err
+    cause: PlinyError = err
     if err.code == Code.NET_CIRCUIT_OPEN and breaker is not None and breaker.last_failure:
         cause = breaker.last_failure
     tries = breaker.failures if breaker is not None and breaker.failures else err.attempts

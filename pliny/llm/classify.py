@@ -239,7 +239,7 @@ def _openai(exc: BaseException) -> PlinyError | None:
     return ConfigError(f"openai client: {_short(exc)}", code=Code.CONFIG_CLIENT)
 
 
-_NET_PHRASES = {
+_NET_PHRASES: dict[str, str] = {
     Code.NET_TIMEOUT: "request to {} timed out",
     Code.NET_DROPPED: "connection to {} dropped before the response was complete",
     Code.NET_CONNECT: "cannot connect to {}",

@@ -27,7 +27,7 @@ from pliny.logs import logger
 
 if TYPE_CHECKING:
     from pliny.config.settings import Settings
-    from pliny.llm.budget import BudgetGuard
+    from pliny.llm.budget import BudgetCheck
     from pliny.llm.circuit import CircuitBreakers
     from pliny.llm.endpoint import EndpointChoice
     from pliny.llm.pricing import Price, PricingTable
@@ -85,7 +85,7 @@ class LLMGateway:
         *,
         journal: Journal | None = None,
         pricing: PricingTable | None = None,
-        budget: BudgetGuard | None = None,
+        budget: BudgetCheck | None = None,
         breakers: CircuitBreakers | None = None,
     ) -> None:
         from openai import AsyncOpenAI
@@ -278,6 +278,7 @@ class LLMGateway:
         return emitted
 
     def _check_budget(self, ctx: CallContext, request: dict[str, Any]) -> None:
+        assert self.budget is not None  # the caller checked
         estimate_tokens = tokens.count_messages(request["messages"]) + request["max_tokens"]
         cost = None
         if self.pricing is not None:
@@ -363,7 +364,7 @@ class LLMGateway:
                 self.bus.emit(Error(phase=ctx.phase, agent=ctx.agent, category=info.category,
                                     code=info.code, message=message, recoverable=True))  # fmt: skip
 
-        strategies = strategies_for_chain(self.settings.error_handling.retry_strategies, chain)
+        strategies = strategies_for_chain(self.settings.error_handling.by_category(), chain)
         try:
             data = await call_with_retry(attempt, strategies=strategies, on_retry=on_retry)
         except NetworkError as err:  # the endpoint is down: say which, how often, how long
@@ -401,9 +402,9 @@ class LLMGateway:
         replayed: bool = False,
         rejected: str | None = None,
     ) -> LLMCall:
-        usage = data.get("usage")
+        usage: dict[str, int] | None = data.get("usage")
         estimated = usage is None
-        if estimated:
+        if usage is None:
             usage = {
                 "prompt_tokens": tokens.count_messages(request["messages"]),
                 "completion_tokens": tokens.count(data.get("content") or "")

@@ -63,7 +63,7 @@ T = TypeVar("T")
 NEVER_RETRIED = frozenset({Category.CONFIG, Category.BUDGET, Category.CANCELLED})
 RETRY_AFTER_CEILING_S = 300.0
 # Used for a category the user's YAML left out of error_handling.retry_strategies.
-DEFAULT_STRATEGIES: dict[str, RetryStrategy] = dict(ErrorHandling().retry_strategies)
+DEFAULT_STRATEGIES: dict[str, RetryStrategy] = ErrorHandling().by_category()
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ async def call_with_retry(
     try:
         return await retrying(policy.run, fn)
     except PlinyError as err:
-        err.attempts = policy.attempts  # type: ignore[attr-defined]
+        err.attempts = policy.attempts
         err.elapsed_s = policy.elapsed()
         strategy = policy.strategy(err)
         err.budget_s = strategy.max_elapsed if strategy else None

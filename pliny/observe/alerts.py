@@ -291,7 +291,8 @@ class AlertMonitor:
             self.children.remove(child)
             codes.append(code)
             if code != 0:
-                logger.warning(f"alert command {child.args[0]!r} exited with {code}")
+                name = child.args[0] if isinstance(child.args, list) else child.args
+                logger.warning(f"alert command {name!r} exited with {code}")
         return codes
 
     def close(self, wait: float = 5.0) -> None:

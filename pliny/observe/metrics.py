@@ -138,8 +138,8 @@ class Metrics:
             self.cache_hits.labels(agent=event.agent or "").inc()
         if kind != "paid":
             return
-        for kind in ("prompt", "completion", "cached"):
-            self.tokens.labels(kind=kind, model=model).inc(_amount(event, f"{kind}_tokens"))
+        for tokens in ("prompt", "completion", "cached"):
+            self.tokens.labels(kind=tokens, model=model).inc(_amount(event, f"{tokens}_tokens"))
         cost = getattr(event, "cost_usd", 0.0)
         if cost is None:
             self.unpriced.inc()

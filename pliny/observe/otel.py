@@ -176,7 +176,8 @@ class SpanBuilder:
         common = _attrs(
             pliny__session=event.session, pliny__phase=event.phase, pliny__agent=event.agent
         )
-        return self.tracer.start_span(
+        # The SDK tracer with its default always-on sampler returns its own Span (start_time).
+        return self.tracer.start_span(  # type: ignore[return-value]
             name, context=context, kind=kind, start_time=at, attributes={**common, **attributes}
         )
 

@@ -189,11 +189,11 @@ class Progress:
 
     def eta_seconds(self) -> float | None:
         """Remaining time from the mean duration of finished agents (rough)."""
-        finished = [a for a in self.agents.values() if a.ended and a.started]
+        took = [a.ended - a.started for a in self.agents.values() if a.ended and a.started]
         left = [a for a in self.agents.values() if a.state in ("waiting", "queued", "running")]
-        if not finished or not left:
+        if not took or not left:
             return None
-        mean = sum(a.ended - a.started for a in finished) / len(finished)  # type: ignore[operator]
+        mean = sum(took) / len(took)
         return mean * len(left)
 
     def summary(self) -> dict[str, Any]:

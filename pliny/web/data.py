@@ -254,8 +254,8 @@ def _extra(extras: dict[str, AgentExtras], event: Event) -> None:
         return
     extra = extras.setdefault(event.agent, AgentExtras())
     kind = event.type
-    if kind == "llm_call" and getattr(event, "model", ""):
-        extra.model = event.model  # type: ignore[attr-defined]
+    if kind == "llm_call" and (model := getattr(event, "model", "")):
+        extra.model = model
     elif kind == "retry":
         extra.retries += 1
     elif kind in ("agent_failed", "error"):

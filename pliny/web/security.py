@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "pliny_token"
 ACTION_HEADER = "x-pliny-action"
@@ -89,7 +89,7 @@ def _error(status: int, message: str) -> Response:
 def _with_cookie(send: Send, token: str) -> Send:
     cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/".encode()
 
-    async def wrapped(message: dict) -> None:
+    async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             message.setdefault("headers", []).append((b"set-cookie", cookie))
         await send(message)
