@@ -36,12 +36,22 @@ TARGETS = {"every_event": 1_000, "group": 20_000}
 def llm_call(i: int) -> LLMCall:
     """What the engine emits once per model call (same shape as the real thing)."""
     return LLMCall(
-        session="20250806-101500-bench", phase="research", agent=f"agent-{i % 4}",
-        model="gpt-4o-mini-2024-07-18", endpoint="api.openai.com", prompt_tokens=1500 + i % 97,
-        completion_tokens=320, cached_tokens=1024, latency_ms=843.21, cost_usd=0.0004236,
-        pricing_hash="320edc12e1a8", attempt=1, request_id=f"chatcmpl-{i:012d}",
-        request_hash="9f2c4b1e7a0d3c5b8e6f1a2d4c7b9e0f", finish_reason="stop",
-    )  # fmt: skip
+        session="20250806-101500-bench",
+        phase="research",
+        agent=f"agent-{i % 4}",
+        model="gpt-4o-mini-2024-07-18",
+        endpoint="api.openai.com",
+        prompt_tokens=1500 + i % 97,
+        completion_tokens=320,
+        cached_tokens=1024,
+        latency_ms=843.21,
+        cost_usd=0.0004236,
+        pricing_hash="320edc12e1a8",
+        attempt=1,
+        request_id=f"chatcmpl-{i:012d}",
+        request_hash="9f2c4b1e7a0d3c5b8e6f1a2d4c7b9e0f",
+        finish_reason="stop",
+    )
 
 
 def run_baseline(path: Path, n: int) -> float:
@@ -92,8 +102,13 @@ def measure(workdir: Path, name: str, fn: Callable[[Path, int], float], repeat: 
         runs.append(fn(path, n))
         path.unlink()
     secs = statistics.median(runs)
-    return {"events": n, "seconds": round(secs, 4), "events_per_s": round(n / secs),
-            "us_per_event": round(secs / n * 1e6, 2), "runs": len(runs)}  # fmt: skip
+    return {
+        "events": n,
+        "seconds": round(secs, 4),
+        "events_per_s": round(n / secs),
+        "us_per_event": round(secs / n * 1e6, 2),
+        "runs": len(runs),
+    }
 
 
 def main() -> None:
@@ -123,23 +138,32 @@ def report(rows: dict, overhead: dict, where: Path) -> None:
     print(f"{'writer':<14}{'events/s':>12}{'µs/event':>11}{'vs baseline':>13}  target")
     for name, row in rows.items():
         target = TARGETS.get(name)
-        verdict = "" if target is None else (
-            f">= {target:,} {'ok' if row['events_per_s'] >= target else 'MISSED'}"
-        )  # fmt: skip
+        verdict = (
+            ""
+            if target is None
+            else (f">= {target:,} {'ok' if row['events_per_s'] >= target else 'MISSED'}")
+        )
         ratio = row["events_per_s"] / base
-        print(f"{name:<14}{row['events_per_s']:>12,}{row['us_per_event']:>11}{ratio:>12.2f}x  "
-              f"{verdict}")  # fmt: skip
+        print(
+            f"{name:<14}{row['events_per_s']:>12,}{row['us_per_event']:>11}{ratio:>12.2f}x  "
+            f"{verdict}"
+        )
     print(f"load average (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
     print("added cost per LLM call (bus.emit with the audit log subscribed):")
     for policy, us in overhead.items():
         print(f"  {policy:<12} {us:>9.1f} µs")
     result = {
-        "benchmark": "audit", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "python": sys.version.split()[0], "platform": platform.platform(),
-        "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
-        "dir": str(where.resolve()), "targets": TARGETS,
-        "writers": rows, "added_us_per_llm_call": overhead,
-    }  # fmt: skip
+        "benchmark": "audit",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "dir": str(where.resolve()),
+        "targets": TARGETS,
+        "writers": rows,
+        "added_us_per_llm_call": overhead,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "audit.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS / 'audit.json'}")

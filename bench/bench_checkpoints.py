@@ -82,8 +82,10 @@ def open_store(case: Case) -> None:
     CheckpointStore(case.ws, "bench", state).close()
     t1 = time.perf_counter()
     case.store = CheckpointStore(case.ws, "bench", state)
-    case.opened = {"open_new_session_ms": (t1 - t0) * 1000,
-                   "reopen_session_ms": (time.perf_counter() - t1) * 1000}
+    case.opened = {
+        "open_new_session_ms": (t1 - t0) * 1000,
+        "reopen_session_ms": (time.perf_counter() - t1) * 1000,
+    }
 
 
 def pliny_round(case: Case, rep: int, keep: bool) -> None:
@@ -114,17 +116,32 @@ def index_round(case: Case, rep: int, keep: bool) -> None:
     env, index = case.index_env, case.ws / ".git" / "bench-private-index"
 
     def run(*args: str, data: bytes = b"", index_file: Path = index) -> str:
-        return subprocess.run(["git", *args], cwd=case.ws, input=data, check=True,
-                              env={**env, "GIT_INDEX_FILE": str(index_file)},
-                              capture_output=True).stdout.decode().strip()
+        return (
+            subprocess.run(
+                ["git", *args],
+                cwd=case.ws,
+                input=data,
+                check=True,
+                env={**env, "GIT_INDEX_FILE": str(index_file)},
+                capture_output=True,
+            )
+            .stdout.decode()
+            .strip()
+        )
 
     if not env:
-        env.update(os.environ, GIT_AUTHOR_NAME="B", GIT_AUTHOR_EMAIL="b@localhost",
-                   GIT_COMMITTER_NAME="B", GIT_COMMITTER_EMAIL="b@localhost")
+        env.update(
+            os.environ,
+            GIT_AUTHOR_NAME="B",
+            GIT_AUTHOR_EMAIL="b@localhost",
+            GIT_COMMITTER_NAME="B",
+            GIT_COMMITTER_EMAIL="b@localhost",
+        )
         run("read-tree", "HEAD")
         case.parent = run("rev-parse", "HEAD")
-    blobs = [run("hash-object", "-w", "--stdin", data=f"index {rep} {p}".encode())
-             for p in case.paths]
+    blobs = [
+        run("hash-object", "-w", "--stdin", data=f"index {rep} {p}".encode()) for p in case.paths
+    ]
     info = "".join(f"100644 {b}\t{p}\n" for b, p in zip(blobs, case.paths, strict=True))
     nxt = index.with_suffix(".next")
     t0 = time.perf_counter()
@@ -148,8 +165,10 @@ def row_of(case: Case, reps: int) -> dict[str, float | int]:
 
 def measure(root: Path, specs: list[tuple[int, int]], reps: int) -> list[dict[str, float | int]]:
     """Round-robin over cases and methods, so load from elsewhere hits all alike."""
-    cases = [Case(n, k, make_workspace(root / f"case{i}", n), changed_paths(n, k))
-             for i, (n, k) in enumerate(specs)]
+    cases = [
+        Case(n, k, make_workspace(root / f"case{i}", n), changed_paths(n, k))
+        for i, (n, k) in enumerate(specs)
+    ]
     for case in cases:
         open_store(case)
     for rep in range(reps + 1):  # round 0 warms caches and is dropped
@@ -171,13 +190,17 @@ def main() -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="pliny-bench-") as tmp:
         rows = measure(Path(tmp), specs, reps)
-    print(f"{'files':>6} {'changed':>7} {'commit':>8} {'rec+commit':>10} {'git add+commit':>14} "
-          f"{'ratio':>6} {'private idx':>11} {'open':>6} {'reopen':>6}   (ms, medians of {reps})")
+    print(
+        f"{'files':>6} {'changed':>7} {'commit':>8} {'rec+commit':>10} {'git add+commit':>14} "
+        f"{'ratio':>6} {'private idx':>11} {'open':>6} {'reopen':>6}   (ms, medians of {reps})"
+    )
     for r in rows:
-        print(f"{r['files']:>6} {r['changed']:>7} {r['commit_ms']:>8.1f} "
-              f"{r['record_and_commit_ms']:>10.1f} {r['git_add_commit_ms']:>14.1f} "
-              f"{r['ratio_vs_git']:>6.2f} {r['private_index_ms']:>11.1f} "
-              f"{r['open_new_session_ms']:>6.0f} {r['reopen_session_ms']:>6.0f}")
+        print(
+            f"{r['files']:>6} {r['changed']:>7} {r['commit_ms']:>8.1f} "
+            f"{r['record_and_commit_ms']:>10.1f} {r['git_add_commit_ms']:>14.1f} "
+            f"{r['ratio_vs_git']:>6.2f} {r['private_index_ms']:>11.1f} "
+            f"{r['open_new_session_ms']:>6.0f} {r['reopen_session_ms']:>6.0f}"
+        )
     flat = [r["commit_ms"] for r in rows if r["changed"] == 1]
     verdict = {
         "target_ms": 50,
@@ -185,21 +208,34 @@ def main() -> int:
         "within_target": max(flat) <= 50,
         "flatness_10k_over_100": flat[-1] / flat[0],
     }
-    print(f"\nmax commit time with 1 changed file: {max(flat):.1f} ms (target <= 50 ms); "
-          f"10,000 vs 100 files: x{verdict['flatness_10k_over_100']:.2f}; "
-          f"load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
+    print(
+        f"\nmax commit time with 1 changed file: {max(flat):.1f} ms (target <= 50 ms); "
+        f"10,000 vs 100 files: x{verdict['flatness_10k_over_100']:.2f}; "
+        f"load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "checkpoints",
-        "quick": args.quick,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "loadavg_before": load_before,
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "checkpoints",
+                "quick": args.quick,
+                "machine": {
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg(),
-                    "git": subprocess.run(["git", "--version"], capture_output=True,
-                                          text=True).stdout.strip()},
-        "rows": rows,
-        "verdict": verdict,
-    }, indent=2) + "\n")
+                    "git": subprocess.run(
+                        ["git", "--version"], capture_output=True, text=True
+                    ).stdout.strip(),
+                },
+                "rows": rows,
+                "verdict": verdict,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {RESULTS}")
     return 0 if verdict["within_target"] else 1
 

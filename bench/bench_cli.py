@@ -38,13 +38,15 @@ def run(quick: bool) -> Result:
             "pliny session list": pliny_argv("session", "list"),
             "pliny session list --json": pliny_argv("session", "list", "--json"),
         }
-        samples = {name: timed(lambda a=argv: _run(a, ws, env), reps)
-                   for name, argv in cases.items()}  # fmt: skip
+        samples = {
+            name: timed(lambda a=argv: _run(a, ws, env), reps) for name, argv in cases.items()
+        }
     base = statistics.median(python)
     result.details["python_c_pass_s"] = base
     result.details["runs_s"] = {k: [round(x, 4) for x in v] for k, v in samples.items()}
     for name, runs in samples.items():
         wall = statistics.median(runs)
-        result.rows.append(Row(name, wall, "s", base, "python -c pass", f"<= {TARGET_S} s",
-                               wall <= TARGET_S))  # fmt: skip
+        result.rows.append(
+            Row(name, wall, "s", base, "python -c pass", f"<= {TARGET_S} s", wall <= TARGET_S)
+        )
     return result

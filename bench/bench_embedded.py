@@ -60,8 +60,10 @@ AGENT_TASK = (
     "phase). Constraints: Python 3.11, standard library preferred, streaming output. "
     "List the facts the Identify phase will need to choose an approach."
 )
-AGENT_MESSAGES = [{"role": "system", "content": AGENT_SYSTEM},
-                  {"role": "user", "content": AGENT_TASK}]
+AGENT_MESSAGES = [
+    {"role": "system", "content": AGENT_SYSTEM},
+    {"role": "user", "content": AGENT_TASK},
+]
 
 
 def _note(text: str) -> None:
@@ -73,18 +75,24 @@ def _msgs(prompt: str) -> list[dict[str, str]]:
 
 
 def _call_stats(latency: float, usage: Any) -> dict[str, float]:
-    return {"latency_s": latency, "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "tokens_per_s": usage.completion_tokens / latency}
+    return {
+        "latency_s": latency,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "tokens_per_s": usage.completion_tokens / latency,
+    }
 
 
 def _summary(calls: list[dict[str, float]]) -> dict[str, Any]:
     tokens = sum(c["completion_tokens"] for c in calls)
     seconds = sum(c["latency_s"] for c in calls)
-    return {"calls": calls, "tokens_per_s": tokens / seconds,
-            "latency_median_s": statistics.median(c["latency_s"] for c in calls),
-            "prompt_tokens": statistics.median(c["prompt_tokens"] for c in calls),
-            "completion_tokens": statistics.median(c["completion_tokens"] for c in calls)}
+    return {
+        "calls": calls,
+        "tokens_per_s": tokens / seconds,
+        "latency_median_s": statistics.median(c["latency_s"] for c in calls),
+        "prompt_tokens": statistics.median(c["prompt_tokens"] for c in calls),
+        "completion_tokens": statistics.median(c["completion_tokens"] for c in calls),
+    }
 
 
 # -- measurements -------------------------------------------------------------------
@@ -102,16 +110,23 @@ def load_direct(local: LocalModel, threads: int) -> tuple[Any, float]:
     from llama_cpp import Llama
 
     t0 = time.perf_counter()
-    llm = Llama(model_path=str(default_model_path()), n_ctx=local.n_ctx, n_threads=threads,
-                n_threads_batch=threads, verbose=False)
+    llm = Llama(
+        model_path=str(default_model_path()),
+        n_ctx=local.n_ctx,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
     return llm, time.perf_counter() - t0
 
 
-async def via_server(client: AsyncOpenAI, model: str, messages: list[dict[str, str]],
-                     max_tokens: int) -> dict[str, float]:
+async def via_server(
+    client: AsyncOpenAI, model: str, messages: list[dict[str, str]], max_tokens: int
+) -> dict[str, float]:
     start = time.perf_counter()
     reply = await client.chat.completions.create(
-        model=model, messages=messages, max_tokens=max_tokens, temperature=0)  # type: ignore[arg-type]
+        model=model, messages=messages, max_tokens=max_tokens, temperature=0
+    )  # type: ignore[arg-type]
     return _call_stats(time.perf_counter() - start, reply.usage)
 
 
@@ -128,7 +143,8 @@ async def paired(srv: EmbeddedServer, llm: Any, args: argparse.Namespace) -> dic
     cases = [("generation", _msgs(p)) for p in GEN_PROMPTS]
     cases += [("agent", AGENT_MESSAGES)] * args.runs
     out: dict[str, dict[str, list[dict[str, float]]]] = {
-        side: {"generation": [], "agent": []} for side in ("server", "direct")}
+        side: {"generation": [], "agent": []} for side in ("server", "direct")
+    }
     await via_server(client, srv.model_alias, _msgs("Hi"), 4)  # warm-up both
     via_direct(llm, _msgs("Hi"), 4)
     for i, (kind, messages) in enumerate(cases):
@@ -137,11 +153,14 @@ async def paired(srv: EmbeddedServer, llm: Any, args: argparse.Namespace) -> dic
         if not server_first:
             out["direct"][kind].append(via_direct(llm, messages, args.max_tokens))
         out["server"][kind].append(
-            await via_server(client, srv.model_alias, messages, args.max_tokens))
+            await via_server(client, srv.model_alias, messages, args.max_tokens)
+        )
         if server_first:
             out["direct"][kind].append(via_direct(llm, messages, args.max_tokens))
-    return {side: {kind: _summary(calls) for kind, calls in kinds.items()}
-            for side, kinds in out.items()}
+    return {
+        side: {kind: _summary(calls) for kind, calls in kinds.items()}
+        for side, kinds in out.items()
+    }
 
 
 async def queued(srv: EmbeddedServer, args: argparse.Namespace) -> dict[str, Any]:
@@ -149,11 +168,17 @@ async def queued(srv: EmbeddedServer, args: argparse.Namespace) -> dict[str, Any
     client = AsyncOpenAI(base_url=srv.base_url, api_key=srv.api_key, max_retries=0, timeout=300)
     _note(f"{args.parallel} agents at once")
     start = time.perf_counter()
-    calls = await asyncio.gather(*(
-        via_server(client, srv.model_alias, AGENT_MESSAGES, args.max_tokens)
-        for _ in range(args.parallel)))
-    return {"agents": args.parallel, "wall_s": time.perf_counter() - start,
-            "latencies_s": sorted(c["latency_s"] for c in calls)}
+    calls = await asyncio.gather(
+        *(
+            via_server(client, srv.model_alias, AGENT_MESSAGES, args.max_tokens)
+            for _ in range(args.parallel)
+        )
+    )
+    return {
+        "agents": args.parallel,
+        "wall_s": time.perf_counter() - start,
+        "latencies_s": sorted(c["latency_s"] for c in calls),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -184,19 +209,35 @@ def _table(result: dict[str, Any]) -> None:
         table.add_row(name, format(a, fmt), format(b, fmt), f"{a / b:.2f}x")
 
     row("start-up / load (s, median)", server["startup_s"]["median"], direct["load_s"], ".2f")
-    row("generation tokens/s", server["generation"]["tokens_per_s"],
-        direct["generation"]["tokens_per_s"], ".1f")
-    row("agent call latency (s, median)", server["agent"]["latency_median_s"],
-        direct["agent"]["latency_median_s"], ".2f")
-    row("agent call tokens/s", server["agent"]["tokens_per_s"],
-        direct["agent"]["tokens_per_s"], ".1f")
+    row(
+        "generation tokens/s",
+        server["generation"]["tokens_per_s"],
+        direct["generation"]["tokens_per_s"],
+        ".1f",
+    )
+    row(
+        "agent call latency (s, median)",
+        server["agent"]["latency_median_s"],
+        direct["agent"]["latency_median_s"],
+        ".2f",
+    )
+    row(
+        "agent call tokens/s",
+        server["agent"]["tokens_per_s"],
+        direct["agent"]["tokens_per_s"],
+        ".1f",
+    )
     Console().print(table)
     par = result["queued"]
-    print(f"agent prompt: {server['agent']['prompt_tokens']:.0f} prompt tokens, "
-          f"{server['agent']['completion_tokens']:.0f} completion tokens (median)")
-    print(f"{par['agents']} agents at once: wall {par['wall_s']:.2f} s, latencies "
-          + ", ".join(f"{x:.2f}" for x in par["latencies_s"])
-          + " s (one model: they queue)")
+    print(
+        f"agent prompt: {server['agent']['prompt_tokens']:.0f} prompt tokens, "
+        f"{server['agent']['completion_tokens']:.0f} completion tokens (median)"
+    )
+    print(
+        f"{par['agents']} agents at once: wall {par['wall_s']:.2f} s, latencies "
+        + ", ".join(f"{x:.2f}" for x in par["latencies_s"])
+        + " s (one model: they queue)"
+    )
 
 
 def main() -> None:
@@ -212,18 +253,28 @@ def main() -> None:
     result = run(args)
     _table(result)
     server, direct = result["server"], result["direct"]
-    doc = {"machine": {"platform": platform.platform(), "python": sys.version.split()[0],
-                       "cpus": os.cpu_count(),
-                       # llama.cpp threads spin-wait: other load on the box skews everything
-                       "loadavg_1m": {"before": load_before, "after": os.getloadavg()[0]}},
-           "settings": {"n_ctx": args.n_ctx, "threads": args.threads,
-                        "max_tokens": args.max_tokens, "runs": args.runs},
-           **result,
-           "overhead_ratio": {
-               "agent_latency": server["agent"]["latency_median_s"]
-               / direct["agent"]["latency_median_s"],
-               "tokens_per_s": server["generation"]["tokens_per_s"]
-               / direct["generation"]["tokens_per_s"]}}
+    doc = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+            # llama.cpp threads spin-wait: other load on the box skews everything
+            "loadavg_1m": {"before": load_before, "after": os.getloadavg()[0]},
+        },
+        "settings": {
+            "n_ctx": args.n_ctx,
+            "threads": args.threads,
+            "max_tokens": args.max_tokens,
+            "runs": args.runs,
+        },
+        **result,
+        "overhead_ratio": {
+            "agent_latency": server["agent"]["latency_median_s"]
+            / direct["agent"]["latency_median_s"],
+            "tokens_per_s": server["generation"]["tokens_per_s"]
+            / direct["generation"]["tokens_per_s"],
+        },
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")

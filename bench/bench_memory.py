@@ -68,8 +68,13 @@ def peak_rss_mb(server: Any, root: Path, agents: int) -> dict[str, float]:
     argv = pliny_argv("execute", "-f", str(fw), "-t", "memory benchmark")
     log = work / "pliny.log"  # not a pipe: nobody reads it while the run goes on
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(maxrss), *argv], cwd=ws,
-                                env=bench_env(server.base_url), stdout=out, stderr=out)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, str(maxrss), *argv],
+            cwd=ws,
+            env=bench_env(server.base_url),
+            stdout=out,
+            stderr=out,
+        )
     stop, polled = threading.Event(), [0]
     poller = threading.Thread(target=_poll_tree, args=(proc.pid, stop, polled), daemon=True)
     poller.start()
@@ -81,8 +86,11 @@ def peak_rss_mb(server: Any, root: Path, agents: int) -> dict[str, float]:
         raise RuntimeError(f"pliny execute exited {proc.returncode}: {tail}")
     if server.max_in_flight < agents:
         raise RuntimeError(f"only {server.max_in_flight} of {agents} calls were in flight at once")
-    return {"kernel_mb": int(maxrss.read_text()) / 1024, "polled_mb": polled[0] / 2**20,
-            "max_in_flight": float(server.max_in_flight)}  # fmt: skip
+    return {
+        "kernel_mb": int(maxrss.read_text()) / 1024,
+        "polled_mb": polled[0] / 2**20,
+        "max_in_flight": float(server.max_in_flight),
+    }
 
 
 def run(quick: bool) -> Result:
@@ -90,22 +98,38 @@ def run(quick: bool) -> Result:
 
     reps = 1 if quick else 3
     runs: dict[int, list[dict[str, float]]] = {1: [], AGENTS: []}
-    with fake_server(latency_ms=LATENCY_MS) as server, tempfile.TemporaryDirectory(
-        prefix="pliny-bench-memory-"
-    ) as tmp:
+    with (
+        fake_server(latency_ms=LATENCY_MS) as server,
+        tempfile.TemporaryDirectory(prefix="pliny-bench-memory-") as tmp,
+    ):
         for _ in range(reps):
             for agents in runs:
                 runs[agents].append(peak_rss_mb(server, Path(tmp), agents))
     # The larger of the two readings: the kernel's peak of the biggest process, or the
     # polled sum over the tree (which may miss a short spike between polls).
-    med = {n: statistics.median(max(r["kernel_mb"], r["polled_mb"]) for r in rs)
-           for n, rs in runs.items()}  # fmt: skip
-    result = Result("memory", details={
-        "reps": reps, "latency_ms": LATENCY_MS,
-        "peak_rss_mb": med,
-        "per_extra_agent_mb": (med[AGENTS] - med[1]) / (AGENTS - 1),
-        "runs": {n: rs for n, rs in runs.items()},
-    })  # fmt: skip
-    result.rows.append(Row(f"peak RSS, {AGENTS} parallel agents", med[AGENTS], "MiB", med[1],
-                           "1 agent", f"<= {TARGET_MB} MB", med[AGENTS] <= TARGET_MB))  # fmt: skip
+    med = {
+        n: statistics.median(max(r["kernel_mb"], r["polled_mb"]) for r in rs)
+        for n, rs in runs.items()
+    }
+    result = Result(
+        "memory",
+        details={
+            "reps": reps,
+            "latency_ms": LATENCY_MS,
+            "peak_rss_mb": med,
+            "per_extra_agent_mb": (med[AGENTS] - med[1]) / (AGENTS - 1),
+            "runs": {n: rs for n, rs in runs.items()},
+        },
+    )
+    result.rows.append(
+        Row(
+            f"peak RSS, {AGENTS} parallel agents",
+            med[AGENTS],
+            "MiB",
+            med[1],
+            "1 agent",
+            f"<= {TARGET_MB} MB",
+            med[AGENTS] <= TARGET_MB,
+        )
+    )
     return result

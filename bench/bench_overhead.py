@@ -44,8 +44,10 @@ Runner = Callable[[str, int, Path], Awaitable[float]]
 
 def messages(index: int) -> list[dict[str, str]]:
     """What Pliny sends for bench agent ``index`` (see benchkit.write_framework)."""
-    return [{"role": "system", "content": agent_role(index)},
-            {"role": "user", "content": f"{TASK} (part {index})"}]  # fmt: skip
+    return [
+        {"role": "system", "content": agent_role(index)},
+        {"role": "user", "content": f"{TASK} (part {index})"},
+    ]
 
 
 async def chat_call(client: Any, index: int) -> str:
@@ -99,8 +101,9 @@ async def run_langgraph(base_url: str, n: int, work: Path) -> float:
     async with AsyncSqliteSaver.from_conn_string(str(work / "graph.sqlite")) as saver:
         graph = builder.compile(checkpointer=saver)
         t0 = time.perf_counter()
-        await graph.ainvoke({"results": {}}, {"configurable": {"thread_id": "bench"}},
-                            durability="sync")  # fmt: skip
+        await graph.ainvoke(
+            {"results": {}}, {"configurable": {"thread_id": "bench"}}, durability="sync"
+        )
         calls = time.perf_counter() - t0
     await client.close()
     return calls
@@ -112,12 +115,16 @@ def pliny_runner(checkpoint: str, fsync: str = "every_event") -> Runner:
         from pliny.lifecycle.runner import RunOptions, execute
 
         marks: dict[str, float] = {}
-        outcome = await execute(RunOptions(
-            workspace=work / "ws", framework=str(work / "fw.yaml"), task=TASK,
-            overrides={"execution": {"checkpoint": checkpoint}, "audit": {"fsync": fsync}},
-            env={"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": API_KEY},
-            listeners=[lambda event: marks.setdefault(event.type, time.perf_counter())],
-        ))  # fmt: skip
+        outcome = await execute(
+            RunOptions(
+                workspace=work / "ws",
+                framework=str(work / "fw.yaml"),
+                task=TASK,
+                overrides={"execution": {"checkpoint": checkpoint}, "audit": {"fsync": fsync}},
+                env={"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": API_KEY},
+                listeners=[lambda event: marks.setdefault(event.type, time.perf_counter())],
+            )
+        )
         if outcome.status != "completed":
             raise RuntimeError(f"pliny run ended {outcome.status}: {outcome.error}")
         return marks["session_completed"] - marks["phase_started"]
@@ -146,11 +153,13 @@ def _prepare(root: Path, tag: str, n: int) -> Path:
 Times = dict[str, dict[str, dict[int, list[float]]]]  # variant -> total|calls -> n -> secs
 
 
-def measure(base_url: str, sizes: tuple[int, int], reps: int,
-            variants: dict[str, Runner] | None = None) -> Times:  # fmt: skip
+def measure(
+    base_url: str, sizes: tuple[int, int], reps: int, variants: dict[str, Runner] | None = None
+) -> Times:
     variants = variants or VARIANTS
-    times: Times = {v: {k: {n: [] for n in sizes} for k in ("total", "calls", "cpu")}
-                    for v in variants}  # fmt: skip
+    times: Times = {
+        v: {k: {n: [] for n in sizes} for k in ("total", "calls", "cpu")} for v in variants
+    }
     with tempfile.TemporaryDirectory(prefix="pliny-bench-overhead-") as tmp:
         root = Path(tmp)
         for rep in range(reps + 1):  # round 0 warms imports and caches; dropped
@@ -181,12 +190,15 @@ def summarise(times: Times, sizes: tuple[int, int]) -> dict[str, Any]:
         in_calls, _ = _slope(kinds["calls"], sizes)
         cpu, _ = _slope(kinds["cpu"], sizes)
         out[name] = {
-            "per_agent_ms": per_agent, "fixed_ms": fixed, "per_agent_running_ms": in_calls,
+            "per_agent_ms": per_agent,
+            "fixed_ms": fixed,
+            "per_agent_running_ms": in_calls,
             "per_agent_cpu_ms": cpu,  # this process, fake server thread included
             "median_total_ms": {n: statistics.median(v) * 1000 for n, v in kinds["total"].items()},
-            "runs_total_ms": {n: [round(x * 1000, 2) for x in v]
-                              for n, v in kinds["total"].items()},
-        }  # fmt: skip
+            "runs_total_ms": {
+                n: [round(x * 1000, 2) for x in v] for n, v in kinds["total"].items()
+            },
+        }
     return out
 
 
@@ -210,33 +222,72 @@ def run(quick: bool) -> Result:
         check_same_requests(server)
         times = measure(server.base_url, sizes, reps)
     stats = summarise(times, sizes)
-    return Result("overhead", rows=rows(stats),
-                  details={"sizes": sizes, "reps": reps, "variants": stats,
-                           "method": "per agent = (T(N) - T(5)) / (N - 5) of medians; "
-                                     "'running' = the calls / graph run only, no set-up"})
+    return Result(
+        "overhead",
+        rows=rows(stats),
+        details={
+            "sizes": sizes,
+            "reps": reps,
+            "variants": stats,
+            "method": "per agent = (T(N) - T(5)) / (N - 5) of medians; "
+            "'running' = the calls / graph run only, no set-up",
+        },
+    )
 
 
 def rows(stats: dict[str, Any]) -> list[Row]:
     raw, lg = stats["raw"], stats["langgraph"]
-    out = [Row("per agent: raw openai client", raw["per_agent_ms"], "ms"),
-           Row("per agent: hand-built LangGraph", lg["per_agent_ms"], "ms",
-               raw["per_agent_ms"], "raw client")]  # fmt: skip
+    out = [
+        Row("per agent: raw openai client", raw["per_agent_ms"], "ms"),
+        Row(
+            "per agent: hand-built LangGraph",
+            lg["per_agent_ms"],
+            "ms",
+            raw["per_agent_ms"],
+            "raw client",
+        ),
+    ]
     for mode in ("none", "phase"):
         mine = stats[f"pliny-{mode}"]
         beyond = mine["per_agent_ms"] - raw["per_agent_ms"]
         running = mine["per_agent_running_ms"] - raw["per_agent_running_ms"]
         out += [
-            Row(f"per agent: pliny, checkpoint {mode}", mine["per_agent_ms"], "ms",
-                raw["per_agent_ms"], "raw client", f"<= raw + {TARGET_MS:g} ms",
-                beyond <= TARGET_MS, f"(+{beyond:.2f} ms)"),
-            Row("  same, vs hand-built LangGraph", mine["per_agent_ms"], "ms",
-                lg["per_agent_ms"], "LangGraph", "<= LangGraph",
+            Row(
+                f"per agent: pliny, checkpoint {mode}",
+                mine["per_agent_ms"],
+                "ms",
+                raw["per_agent_ms"],
+                "raw client",
+                f"<= raw + {TARGET_MS:g} ms",
+                beyond <= TARGET_MS,
+                f"(+{beyond:.2f} ms)",
+            ),
+            Row(
+                "  same, vs hand-built LangGraph",
+                mine["per_agent_ms"],
+                "ms",
+                lg["per_agent_ms"],
+                "LangGraph",
+                "<= LangGraph",
                 mine["per_agent_ms"] <= lg["per_agent_ms"],
-                f"({mine['per_agent_ms'] - lg['per_agent_ms']:+.2f} ms)"),
-            Row(f"  running only (no set-up), checkpoint {mode}", mine["per_agent_running_ms"],
-                "ms", raw["per_agent_running_ms"], "raw calls", f"<= raw + {TARGET_MS:g} ms",
-                running <= TARGET_MS, f"(+{running:.2f} ms)"),
-            Row(f"  fixed start-up, checkpoint {mode}", mine["fixed_ms"], "ms",
-                lg["fixed_ms"], "LangGraph"),
-        ]  # fmt: skip
+                f"({mine['per_agent_ms'] - lg['per_agent_ms']:+.2f} ms)",
+            ),
+            Row(
+                f"  running only (no set-up), checkpoint {mode}",
+                mine["per_agent_running_ms"],
+                "ms",
+                raw["per_agent_running_ms"],
+                "raw calls",
+                f"<= raw + {TARGET_MS:g} ms",
+                running <= TARGET_MS,
+                f"(+{running:.2f} ms)",
+            ),
+            Row(
+                f"  fixed start-up, checkpoint {mode}",
+                mine["fixed_ms"],
+                "ms",
+                lg["fixed_ms"],
+                "LangGraph",
+            ),
+        ]
     return out

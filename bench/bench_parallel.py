@@ -47,8 +47,9 @@ async def raw_gather(base_url: str, n: int) -> float:
 NO_DURABILITY = {"execution": {"checkpoint": "none"}, "audit": {"fsync": "none"}}
 
 
-async def pliny_phase(base_url: str, n: int, work: Path,
-                      extra: dict[str, Any] | None = None) -> dict[str, float]:  # fmt: skip
+async def pliny_phase(
+    base_url: str, n: int, work: Path, extra: dict[str, Any] | None = None
+) -> dict[str, float]:
     """Phase wall (event timestamps) and the engine's own duration_ms, in seconds."""
     from pliny.lifecycle.runner import RunOptions, execute
 
@@ -56,12 +57,16 @@ async def pliny_phase(base_url: str, n: int, work: Path,
     overrides: dict[str, Any] = {"execution": {"max_concurrency": max(16, n)}}
     for key, values in (extra or {}).items():
         overrides[key] = {**overrides.get(key, {}), **values}
-    outcome = await execute(RunOptions(
-        workspace=work / "ws", framework=str(work / "fw.yaml"), task=TASK,
-        overrides=overrides,
-        env={"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": API_KEY},
-        listeners=[lambda e: seen.setdefault(e.type, e)],
-    ))  # fmt: skip
+    outcome = await execute(
+        RunOptions(
+            workspace=work / "ws",
+            framework=str(work / "fw.yaml"),
+            task=TASK,
+            overrides=overrides,
+            env={"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": API_KEY},
+            listeners=[lambda e: seen.setdefault(e.type, e)],
+        )
+    )
     if outcome.status != "completed":
         raise RuntimeError(f"pliny run ended {outcome.status}: {outcome.error}")
     started, done = seen["phase_started"], seen["phase_completed"]
@@ -78,14 +83,22 @@ def _workdir(root: Path, tag: str, n: int) -> Path:
 
 def measure(base_url: str, sizes: list[int], reps: int) -> dict[int, dict[str, list[float]]]:
     out: dict[int, dict[str, list[float]]] = {
-        n: {"pliny": [], "engine": [], "raw": [], "no_durability": []} for n in sizes}
+        n: {"pliny": [], "engine": [], "raw": [], "no_durability": []} for n in sizes
+    }
     with tempfile.TemporaryDirectory(prefix="pliny-bench-parallel-") as tmp:
         for rep in range(reps + 1):  # round 0 warms imports; dropped
             for n in sizes:
                 got = asyncio.run(pliny_phase(base_url, n, _workdir(Path(tmp), f"{n}-{rep}", n)))
                 raw = asyncio.run(raw_gather(base_url, n))
-                bare = asyncio.run(pliny_phase(base_url, n, _workdir(Path(tmp), f"{n}-{rep}b", n),
-                                               NO_DURABILITY)) if n == 16 else None  # fmt: skip
+                bare = (
+                    asyncio.run(
+                        pliny_phase(
+                            base_url, n, _workdir(Path(tmp), f"{n}-{rep}b", n), NO_DURABILITY
+                        )
+                    )
+                    if n == 16
+                    else None
+                )
                 if rep:
                     out[n]["pliny"].append(got["wall"])
                     out[n]["engine"].append(got["engine"])
@@ -106,19 +119,36 @@ def run(quick: bool) -> Result:
         pliny = statistics.median(walls[n]["pliny"])
         raw = statistics.median(walls[n]["raw"])
         result.details["sizes"][n] = {
-            "pliny_wall_ms": pliny * 1000, "raw_wall_ms": raw * 1000,
+            "pliny_wall_ms": pliny * 1000,
+            "raw_wall_ms": raw * 1000,
             "engine_duration_ms": statistics.median(walls[n]["engine"]) * 1000,
-            "pliny_efficiency": latency / pliny, "raw_efficiency": latency / raw,
+            "pliny_efficiency": latency / pliny,
+            "raw_efficiency": latency / raw,
             "runs_ms": {k: [round(x * 1000, 1) for x in v] for k, v in walls[n].items()},
-        }  # fmt: skip
+        }
         target = n == 16
         if walls[n]["no_durability"]:
             bare = statistics.median(walls[n]["no_durability"])
             result.details["sizes"][n]["no_durability_efficiency"] = latency / bare
-        result.rows.append(Row(f"parallel efficiency, {n} agents", latency / pliny, "",
-                               latency / raw, "raw gather", f">= {TARGET}" if target else "",
-                               latency / pliny >= TARGET if target else None))  # fmt: skip
+        result.rows.append(
+            Row(
+                f"parallel efficiency, {n} agents",
+                latency / pliny,
+                "",
+                latency / raw,
+                "raw gather",
+                f">= {TARGET}" if target else "",
+                latency / pliny >= TARGET if target else None,
+            )
+        )
         if walls[n]["no_durability"]:
-            result.rows.append(Row("  same, checkpoint none + audit fsync none", latency / bare,
-                                   "", latency / raw, "raw gather"))  # fmt: skip
+            result.rows.append(
+                Row(
+                    "  same, checkpoint none + audit fsync none",
+                    latency / bare,
+                    "",
+                    latency / raw,
+                    "raw gather",
+                )
+            )
     return result

@@ -33,10 +33,12 @@ def settings(shared: bool) -> Any:
     from pliny.config.settings import Settings
 
     network = {"max_retries": 100, "max_elapsed": None}
-    return Settings.model_validate({
-        "llm": {"shared_rate_limit": shared, "stream": False},
-        "error_handling": {"retry_strategies": {"network": network}},
-    })  # fmt: skip
+    return Settings.model_validate(
+        {
+            "llm": {"shared_rate_limit": shared, "stream": False},
+            "error_handling": {"retry_strategies": {"network": network}},
+        }
+    )
 
 
 async def storm(server: Any, shared: bool, agents: int = AGENTS, storm_s: float = STORM_S) -> int:
@@ -50,10 +52,12 @@ async def storm(server: Any, shared: bool, agents: int = AGENTS, storm_s: float 
     server.reset()
     server.storm(storm_s, retry_after=RETRY_AFTER_S)
     try:
-        await asyncio.gather(*(
-            gateway.chat(CallContext("p", f"a{i}"), [{"role": "user", "content": f"task {i}"}])
-            for i in range(agents)
-        ))  # fmt: skip
+        await asyncio.gather(
+            *(
+                gateway.chat(CallContext("p", f"a{i}"), [{"role": "user", "content": f"task {i}"}])
+                for i in range(agents)
+            )
+        )
     finally:
         await gateway.close()
     return server.count(lambda r: r.outcome == "status:429")
@@ -69,11 +73,28 @@ def run(quick: bool = False) -> Result:
             after.append(asyncio.run(storm(server, shared=True)))
     b, a = sorted(before)[len(before) // 2], sorted(after)[len(after) // 2]
     ratio = b / max(a, 1)
-    result = Result("ratelimit", details={"agents": AGENTS, "storm_s": STORM_S,
-                    "retry_after_s": RETRY_AFTER_S, "before": before, "after": after})  # fmt: skip
-    result.rows.append(Row(f"429s answered, {AGENTS} agents, {STORM_S:g} s storm", a, "requests",
-                           b, "each agent alone", f"before/after >= {TARGET:g}",
-                           ratio >= TARGET, f"{ratio:.1f}x fewer"))  # fmt: skip
+    result = Result(
+        "ratelimit",
+        details={
+            "agents": AGENTS,
+            "storm_s": STORM_S,
+            "retry_after_s": RETRY_AFTER_S,
+            "before": before,
+            "after": after,
+        },
+    )
+    result.rows.append(
+        Row(
+            f"429s answered, {AGENTS} agents, {STORM_S:g} s storm",
+            a,
+            "requests",
+            b,
+            "each agent alone",
+            f"before/after >= {TARGET:g}",
+            ratio >= TARGET,
+            f"{ratio:.1f}x fewer",
+        )
+    )
     return result
 
 

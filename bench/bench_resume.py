@@ -50,8 +50,9 @@ def _pliny(ws: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]
     """`pliny ARGS` in the workspace, in its own process group (SIGKILL takes it all);
     its output goes to ``<ws>/../pliny.log`` (a pipe nobody reads could fill and block it)."""
     with (ws.parent / "pliny.log").open("ab") as log:
-        return subprocess.Popen(pliny_argv(*args), cwd=ws, env=env, stdout=log, stderr=log,
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            pliny_argv(*args), cwd=ws, env=env, stdout=log, stderr=log, start_new_session=True
+        )
 
 
 def _log_tail(ws: Path) -> str:
@@ -81,8 +82,13 @@ def build_crashed(server: Any, root: Path, agents: int) -> Path:
     server.reset()
     hang = server.fail("hang", system=agent_role(agents))
     env = bench_env(server.base_url)
-    start = subprocess.run(pliny_argv("session", "start", "bench", "--id", SESSION), cwd=ws,
-                           env=env, capture_output=True, text=True)  # fmt: skip
+    start = subprocess.run(
+        pliny_argv("session", "start", "bench", "--id", SESSION),
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if start.returncode != 0:
         raise RuntimeError(f"session start failed: {start.stderr.strip()}")
     proc = _pliny(ws, env, "execute", "-f", str(fw), "-t", TASK, "--session", SESSION)
@@ -114,14 +120,18 @@ def time_resume(server: Any, crashed: Path, copy: Path) -> dict[str, float]:
         _reap(proc)
     if not arrived or code != 0:
         raise RuntimeError(f"resume exited {code} (request seen: {arrived}): {_log_tail(ws)}")
-    return {"first_request_s": first, "resume_total_s": total,
-            "requests_sent": float(len(server.requests))}  # fmt: skip
+    return {
+        "first_request_s": first,
+        "resume_total_s": total,
+        "requests_sent": float(len(server.requests)),
+    }
 
 
 def import_time(code: str, reps: int) -> float:
     """Median seconds of ``python -c CODE`` (interpreter start + imports)."""
-    return statistics.median(timed(lambda: subprocess.run([sys.executable, "-c", code],
-                                                          check=True), reps))  # fmt: skip
+    return statistics.median(
+        timed(lambda: subprocess.run([sys.executable, "-c", code], check=True), reps)
+    )
 
 
 def run(quick: bool) -> Result:
@@ -132,30 +142,41 @@ def run(quick: bool) -> Result:
     floor = import_time(FLOOR, reps * 2 + 1)
     result.details["import_pliny_cli_s"] = baseline
     result.details["import_floor_s"] = floor
-    result.rows.append(Row("resume floor: import openai + langgraph", floor, "s", baseline,
-                           "import pliny.cli"))  # fmt: skip
-    with fake_server(latency_ms=0) as server, tempfile.TemporaryDirectory(
-        prefix="pliny-bench-resume-"
-    ) as tmp:
+    result.rows.append(
+        Row("resume floor: import openai + langgraph", floor, "s", baseline, "import pliny.cli")
+    )
+    with (
+        fake_server(latency_ms=0) as server,
+        tempfile.TemporaryDirectory(prefix="pliny-bench-resume-") as tmp,
+    ):
         for target in targets:
             agents = max(1, round((target - BASE_EVENTS) / EVENTS_PER_AGENT))
             crashed = build_crashed(server, Path(tmp), agents)
             events = audit_events(crashed / "ws")
-            runs = [time_resume(server, crashed, Path(tmp) / f"copy-{agents}-{i}")
-                    for i in range(reps)]  # fmt: skip
+            runs = [
+                time_resume(server, crashed, Path(tmp) / f"copy-{agents}-{i}") for i in range(reps)
+            ]
             first = statistics.median(r["first_request_s"] for r in runs)
             result.details["sizes"][target] = {
-                "agents": agents + 1, "audit_events": events, "first_request_s": first,
+                "agents": agents + 1,
+                "audit_events": events,
+                "first_request_s": first,
                 "resume_total_s": statistics.median(r["resume_total_s"] for r in runs),
                 "requests_sent_on_resume": max(r["requests_sent"] for r in runs),
                 "runs_first_request_s": [round(r["first_request_s"], 4) for r in runs],
-            }  # fmt: skip
+            }
             is_target = target == 1000
-            result.rows.append(Row(
-                f"resume to first request, {events} events", first, "s", baseline,
-                "import pliny.cli", f"<= {TARGET_S} s" if is_target else "",
-                first <= TARGET_S if is_target else None,
-            ))  # fmt: skip
+            result.rows.append(
+                Row(
+                    f"resume to first request, {events} events",
+                    first,
+                    "s",
+                    baseline,
+                    "import pliny.cli",
+                    f"<= {TARGET_S} s" if is_target else "",
+                    first <= TARGET_S if is_target else None,
+                )
+            )
     resent = [s for s in result.details["sizes"].values() if s["requests_sent_on_resume"] != 1]
     if resent:
         result.notes.append(f"a resume sent more than the one unanswered call: {resent}")

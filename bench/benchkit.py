@@ -26,8 +26,14 @@ if str(REPO) not in sys.path:  # tests.fakeserver lives at the repo root
     sys.path.insert(0, str(REPO))
 
 RESULTS = REPO / "bench" / "results"
-GIT_USER = ["-c", "user.name=Bench", "-c", "user.email=bench@localhost",
-            "-c", "commit.gpgsign=false"]  # fmt: skip
+GIT_USER = [
+    "-c",
+    "user.name=Bench",
+    "-c",
+    "user.email=bench@localhost",
+    "-c",
+    "commit.gpgsign=false",
+]
 API_KEY = "sk-bench"
 
 
@@ -130,8 +136,14 @@ def write_framework(path: Path, phases: list[tuple[str, int, bool]]) -> Path:
     for name, count, parallel in phases:
         agents = []
         for _ in range(count):
-            agents.append({"name": f"a{index:04d}", "role": agent_role(index),
-                           "prompt": f"{{{{task}}}} (part {index})", "max_tokens": 64})
+            agents.append(
+                {
+                    "name": f"a{index:04d}",
+                    "role": agent_role(index),
+                    "prompt": f"{{{{task}}}} (part {index})",
+                    "max_tokens": 64,
+                }
+            )
             index += 1
         doc["phases"].append({"name": name, "parallel": parallel, "agents": agents})
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

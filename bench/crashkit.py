@@ -50,8 +50,9 @@ HEALTH = "def health() -> dict:\n    return {'status': 'ok'}\n"
 
 # -- workspace ---------------------------------------------------------------------------
 def git(ws: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *GIT_USER, *args], cwd=ws, check=check,
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        ["git", *GIT_USER, *args], cwd=ws, check=check, capture_output=True, text=True
+    )
 
 
 def init_workspace(ws: Path, files: dict[str, str] | None = None) -> Path:
@@ -113,24 +114,42 @@ def script(server: FakeServer, faults: bool = False) -> None:
         server.fail(503, system="requirements analyst", when=_first_time())
         server.fail(429, retry_after=0.2, system="lead analyst", when=_first_time())
         server.fail("drop", system="solution designer", when=_first_time())
-    server.script(system="code investigator", when=_first_turn, tool_calls=[
-        {"id": "call_code_1", "name": "list_files", "arguments": {"path": "src"}},
-        {"id": "call_code_2", "name": "read_file", "arguments": {"path": "src/app.py"}},
-    ])  # fmt: skip
-    server.script(system="documentation researcher", when=_first_turn, tool_calls=[
-        {"id": "call_docs_1", "name": "read_file", "arguments": {"path": "README.md"}},
-    ])  # fmt: skip
-    server.script(system="careful implementer", when=_first_turn, tool_calls=[
-        {"id": "call_exec_1", "name": "write_file",
-         "arguments": {"path": "src/health.py", "content": HEALTH}},
-    ])  # fmt: skip
+    server.script(
+        system="code investigator",
+        when=_first_turn,
+        tool_calls=[
+            {"id": "call_code_1", "name": "list_files", "arguments": {"path": "src"}},
+            {"id": "call_code_2", "name": "read_file", "arguments": {"path": "src/app.py"}},
+        ],
+    )
+    server.script(
+        system="documentation researcher",
+        when=_first_turn,
+        tool_calls=[
+            {"id": "call_docs_1", "name": "read_file", "arguments": {"path": "README.md"}},
+        ],
+    )
+    server.script(
+        system="careful implementer",
+        when=_first_turn,
+        tool_calls=[
+            {
+                "id": "call_exec_1",
+                "name": "write_file",
+                "arguments": {"path": "src/health.py", "content": HEALTH},
+            },
+        ],
+    )
 
 
 AGENTS = {  # a substring of each R-I-S-E agent's role -> its name
-    "code investigator": "research-code", "documentation researcher": "research-docs",
-    "requirements analyst": "research-task", "lead analyst": "findings",
-    "solution designer": "planner", "careful implementer": "executor",
-}  # fmt: skip
+    "code investigator": "research-code",
+    "documentation researcher": "research-docs",
+    "requirements analyst": "research-task",
+    "lead analyst": "findings",
+    "solution designer": "planner",
+    "careful implementer": "executor",
+}
 
 
 def scripted_fault(rec: Any) -> bool:
@@ -155,28 +174,60 @@ def pliny_argv(*args: str) -> list[str]:
 
 def env_for(server: FakeServer, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PLINY_"))}
-    env.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-test", NO_COLOR="1",
-               COLUMNS="200", **extra)  # fmt: skip
+    env.update(
+        OPENAI_BASE_URL=server.base_url,
+        OPENAI_API_KEY="sk-test",
+        NO_COLOR="1",
+        COLUMNS="200",
+        **extra,
+    )
     return env
 
 
 def execute_args(session: str = SESSION, checkpoint: str = "agent", *more: str) -> list[str]:
-    return ["execute", "-f", "rise", "-t", TASK, "--session", session,
-            "--checkpoint", checkpoint, *more]  # fmt: skip
+    return [
+        "execute",
+        "-f",
+        "rise",
+        "-t",
+        TASK,
+        "--session",
+        session,
+        "--checkpoint",
+        checkpoint,
+        *more,
+    ]
 
 
-def run(ws: Path, server: FakeServer, *args: str, timeout: float = 120,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return subprocess.run(pliny_argv(*args), cwd=ws, env=env or env_for(server), text=True,
-                          capture_output=True, timeout=timeout)  # fmt: skip
+def run(
+    ws: Path,
+    server: FakeServer,
+    *args: str,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        pliny_argv(*args),
+        cwd=ws,
+        env=env or env_for(server),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def spawn(ws: Path, server: FakeServer, *args: str) -> subprocess.Popen[bytes]:
     """pliny in its own process session, so whatever it leaves behind can be found."""
     log = ws.parent / f"{ws.name}.log"
     with log.open("ab") as out:
-        return subprocess.Popen(pliny_argv(*args), cwd=ws, env=env_for(server), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            pliny_argv(*args),
+            cwd=ws,
+            env=env_for(server),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def create_session(ws: Path, server: FakeServer, session: str = SESSION) -> None:
@@ -209,8 +260,12 @@ def survivors(sid: int, grace: float = 5.0) -> list[str]:
         time.sleep(0.05)
 
 
-def wait_until(pred: Callable[[], bool], proc: subprocess.Popen[bytes] | None = None,
-               timeout: float = 60.0, interval: float = 0.003) -> bool:  # fmt: skip
+def wait_until(
+    pred: Callable[[], bool],
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = 60.0,
+    interval: float = 0.003,
+) -> bool:
     """Poll ``pred``; False on timeout or when ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -266,10 +321,16 @@ def journal_ids(ws: Path, session: str = SESSION) -> list[str]:
 
 def unpaid_or_twice(ws: Path, session: str = SESSION) -> list[str]:
     """Journaled answers whose paid llm_call is missing from the log, or there twice."""
-    paid = Counter(e.get("request_id") for e in events(ws, session) if e["type"] == "llm_call"
-                   and not e["replayed"] and not e.get("rejected"))  # fmt: skip
-    problems = [f"journaled answer {rid} has no paid llm_call" for rid in journal_ids(ws, session)
-                if not paid[rid]]  # fmt: skip
+    paid = Counter(
+        e.get("request_id")
+        for e in events(ws, session)
+        if e["type"] == "llm_call" and not e["replayed"] and not e.get("rejected")
+    )
+    problems = [
+        f"journaled answer {rid} has no paid llm_call"
+        for rid in journal_ids(ws, session)
+        if not paid[rid]
+    ]
     return problems + [f"llm_call {rid} paid {n} times" for rid, n in paid.items() if n > 1]
 
 
@@ -302,14 +363,16 @@ class Ledger:
         """Account the requests of the process that just ended (call after it is dead)."""
         wait_until(lambda: self.server.in_flight == 0, timeout=10)
         reqs = self.server.requests
-        segment = reqs[self.start:]
-        self.resent += [f"{r.id} {agent_of(r.body)}" for r in segment
-                        if body_hash(r.body) in self.recorded]  # fmt: skip
+        segment = reqs[self.start :]
+        self.resent += [
+            f"{r.id} {agent_of(r.body)}" for r in segment if body_hash(r.body) in self.recorded
+        ]
         now = journal_hashes(self.ws, self.session)
         if killed:
             self.kills += 1
-            self.lost += sum(1 for r in segment
-                             if not scripted_fault(r) and body_hash(r.body) not in now)  # fmt: skip
+            self.lost += sum(
+                1 for r in segment if not scripted_fault(r) and body_hash(r.body) not in now
+            )
         self.recorded, self.start = now, len(reqs)
 
 
@@ -338,8 +401,13 @@ def checkpoints(ws: Path, session: str = SESSION) -> dict[str, str | None]:
     return found
 
 
-def reference_run(ws: Path, server: FakeServer, session: str = SESSION, checkpoint: str = "agent",
-                  faults: bool = False) -> Reference:  # fmt: skip
+def reference_run(
+    ws: Path,
+    server: FakeServer,
+    session: str = SESSION,
+    checkpoint: str = "agent",
+    faults: bool = False,
+) -> Reference:
     """One uninterrupted run in a fresh workspace: what every crashed run must end up as."""
     server.reset()
     script(server, faults)
@@ -357,8 +425,9 @@ def reference_run(ws: Path, server: FakeServer, session: str = SESSION, checkpoi
     return Reference(outputs(ws), len(reqs), answered, wall, first, checkpoints(ws, session))
 
 
-def completed_run(ws: Path, server: FakeServer, mode: str = "phase",
-                  session: str = SESSION) -> Path:  # fmt: skip
+def completed_run(
+    ws: Path, server: FakeServer, mode: str = "phase", session: str = SESSION
+) -> Path:
     """A user's workspace with one completed R-I-S-E session in it."""
     init_workspace(ws)
     script(server)
@@ -368,8 +437,9 @@ def completed_run(ws: Path, server: FakeServer, mode: str = "phase",
     return ws
 
 
-def verify(ws: Path, server: FakeServer, ref: Reference, ledger: Ledger,
-           session: str = SESSION) -> list[str]:  # fmt: skip
+def verify(
+    ws: Path, server: FakeServer, ref: Reference, ledger: Ledger, session: str = SESSION
+) -> list[str]:
     """Every invariant of a crashed-and-resumed workspace; [] when all hold."""
     problems = []
     if (status := listed_status(ws, server, session)) != "completed":

@@ -31,12 +31,17 @@ def checkpoints(quick: bool) -> Result:
     result = Result("checkpoints", details={"reps": reps, "rows": rows})
     for row in rows:
         target = (row["files"], row["changed"]) == (10000, 1)
-        result.rows.append(Row(
-            f"checkpoint commit, {row['files']:,} files, {row['changed']} changed",
-            row["commit_ms"], "ms", row["git_add_commit_ms"], "git add+commit",
-            f"<= {CHECKPOINT_TARGET_MS:g} ms" if target else "",
-            row["commit_ms"] <= CHECKPOINT_TARGET_MS if target else None,
-        ))  # fmt: skip
+        result.rows.append(
+            Row(
+                f"checkpoint commit, {row['files']:,} files, {row['changed']} changed",
+                row["commit_ms"],
+                "ms",
+                row["git_add_commit_ms"],
+                "git add+commit",
+                f"<= {CHECKPOINT_TARGET_MS:g} ms" if target else "",
+                row["commit_ms"] <= CHECKPOINT_TARGET_MS if target else None,
+            )
+        )
     return result
 
 
@@ -60,20 +65,41 @@ def audit(quick: bool) -> Result:
     where = Path(tempfile.mkdtemp(prefix="bench-audit-", dir=RESULTS))
     try:
         base = _events_per_s(ba.run_baseline, counts["baseline"], repeat, where)
-        rates = {p: _events_per_s(lambda path, n, p=p: ba.run_policy(path, n, p), counts[p],
-                                  repeat, where)
-                 for p in ("none", "group", "every_event")}  # fmt: skip
-        added = {p: ba.emit_overhead_us(where / f"emit-{p}.jsonl", 1000 if quick else 3000, p)
-                 for p in ("none", "group", "every_event")}  # fmt: skip
+        rates = {
+            p: _events_per_s(
+                lambda path, n, p=p: ba.run_policy(path, n, p), counts[p], repeat, where
+            )
+            for p in ("none", "group", "every_event")
+        }
+        added = {
+            p: ba.emit_overhead_us(where / f"emit-{p}.jsonl", 1000 if quick else 3000, p)
+            for p in ("none", "group", "every_event")
+        }
     finally:
         shutil.rmtree(where, ignore_errors=True)
-    result = Result("audit", details={"counts": counts, "repeat": repeat, "baseline_per_s": base,
-                                      "events_per_s": rates, "added_us_per_llm_call": added})
+    result = Result(
+        "audit",
+        details={
+            "counts": counts,
+            "repeat": repeat,
+            "baseline_per_s": base,
+            "events_per_s": rates,
+            "added_us_per_llm_call": added,
+        },
+    )
     for policy, rate in rates.items():
         target = AUDIT_TARGETS.get(policy)
-        result.rows.append(Row(f"audit events/s, fsync={policy}", rate, "events/s", base,
-                               "json.dumps+write", f">= {target:,}" if target else "",
-                               rate >= target if target else None))  # fmt: skip
+        result.rows.append(
+            Row(
+                f"audit events/s, fsync={policy}",
+                rate,
+                "events/s",
+                base,
+                "json.dumps+write",
+                f">= {target:,}" if target else "",
+                rate >= target if target else None,
+            )
+        )
     for policy, us in added.items():
         result.rows.append(Row(f"audit cost per LLM call, fsync={policy}", us, "µs"))
     return result
@@ -92,18 +118,38 @@ def embedded(quick: bool) -> Result:
     from pliny.config.settings import LocalModel
     from pliny.llm.embedded import default_threads
 
-    args = argparse.Namespace(runs=2 if quick else 3, max_tokens=128, n_ctx=LocalModel().n_ctx,
-                              threads=default_threads(), parallel=3)  # fmt: skip
+    args = argparse.Namespace(
+        runs=2 if quick else 3,
+        max_tokens=128,
+        n_ctx=LocalModel().n_ctx,
+        threads=default_threads(),
+        parallel=3,
+    )
     load = os.getloadavg()[0]
     got = be.run(args)
     server, direct = got["server"], got["direct"]
     result = Result("embedded", details={"settings": vars(args), "loadavg_before": load, **got})
     result.rows += [
-        Row("embedded tokens/s (server + openai SDK)", server["generation"]["tokens_per_s"],
-            "tokens/s", direct["generation"]["tokens_per_s"], "in-process llama.cpp"),
-        Row("embedded agent call latency", server["agent"]["latency_median_s"], "s",
-            direct["agent"]["latency_median_s"], "in-process llama.cpp"),
-        Row("embedded server start-up", server["startup_s"]["median"], "s", direct["load_s"],
-            "in-process load"),
-    ]  # fmt: skip
+        Row(
+            "embedded tokens/s (server + openai SDK)",
+            server["generation"]["tokens_per_s"],
+            "tokens/s",
+            direct["generation"]["tokens_per_s"],
+            "in-process llama.cpp",
+        ),
+        Row(
+            "embedded agent call latency",
+            server["agent"]["latency_median_s"],
+            "s",
+            direct["agent"]["latency_median_s"],
+            "in-process llama.cpp",
+        ),
+        Row(
+            "embedded server start-up",
+            server["startup_s"]["median"],
+            "s",
+            direct["load_s"],
+            "in-process load",
+        ),
+    ]
     return result

@@ -42,8 +42,9 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {  # name -> (module, function, wh
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.run",
-                                     description=__doc__.split("\n\n")[0])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     parser.add_argument("--only", default="", help="comma-separated: " + ",".join(BENCHMARKS))
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
@@ -51,8 +52,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        parser.exit(2, f"--only: unknown benchmark {', '.join(unknown)} "
-                       f"(known: {', '.join(BENCHMARKS)})\n")  # fmt: skip
+        parser.exit(
+            2, f"--only: unknown benchmark {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})\n"
+        )
     args.names = names
     return args
 
@@ -94,42 +96,67 @@ def run_one(name: str, quick: bool) -> tuple[Result | None, dict[str, Any]]:
     return result, meta
 
 
-def document(name: str, result: Result | None, meta: dict[str, Any], common: dict[str, Any]
-             ) -> dict[str, Any]:  # fmt: skip
+def document(
+    name: str, result: Result | None, meta: dict[str, Any], common: dict[str, Any]
+) -> dict[str, Any]:
     return {
-        "benchmark": name, **common, **meta,
+        "benchmark": name,
+        **common,
+        **meta,
         "rows": [r.as_dict() for r in result.rows] if result else [],
         "details": result.details if result else {},
         "notes": result.notes if result else [],
-    }  # fmt: skip
+    }
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return ""
-    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 10 else (
-        f"{value:.1f}")  # fmt: skip
+    text = (
+        f"{value:,.0f}"
+        if abs(value) >= 1000
+        else f"{value:.3g}"
+        if abs(value) < 10
+        else (f"{value:.1f}")
+    )
     return f"{text} {unit}".strip()
 
 
-def print_table(rows: list[Row], skipped: dict[str, str], errors: dict[str, str],
-                machine: dict[str, Any], quick: bool) -> None:  # fmt: skip
+def print_table(
+    rows: list[Row],
+    skipped: dict[str, str],
+    errors: dict[str, str],
+    machine: dict[str, Any],
+    quick: bool,
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = (f"Pliny benchmarks{' (--quick)' if quick else ''}: {machine['cpu_model']}, "
-             f"{machine['cores']} cores, {machine['ram_gb']} GB, Python {machine['python']}")
+    title = (
+        f"Pliny benchmarks{' (--quick)' if quick else ''}: {machine['cpu_model']}, "
+        f"{machine['cores']} cores, {machine['ram_gb']} GB, Python {machine['python']}"
+    )
     table = Table(title=title, title_justify="left")
-    for col, justify in (("benchmark", "left"), ("figure", "right"), ("baseline", "right"),
-                         ("ratio", "right"), ("target", "left"), ("result", "left")):
+    for col, justify in (
+        ("benchmark", "left"),
+        ("figure", "right"),
+        ("baseline", "right"),
+        ("ratio", "right"),
+        ("target", "left"),
+        ("result", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for row in rows:
-        verdict = f"{ {True: 'pass', False: 'MISS', None: ''}[row.passed]} {row.note}".strip()
-        baseline = (f"{_fmt(row.baseline, row.unit)} ({row.baseline_label})"
-                    if row.baseline is not None else "")  # fmt: skip
+        verdict = f"{ {True: 'pass', False: 'MISS', None: ''}[row.passed] } {row.note}".strip()
+        baseline = (
+            f"{_fmt(row.baseline, row.unit)} ({row.baseline_label})"
+            if row.baseline is not None
+            else ""
+        )
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
-        table.add_row(row.benchmark, _fmt(row.figure, row.unit), baseline, ratio, row.target,
-                      verdict)  # fmt: skip
+        table.add_row(
+            row.benchmark, _fmt(row.figure, row.unit), baseline, ratio, row.target, verdict
+        )
     for name, why in skipped.items():
         table.add_row(name, "", "", "", "", why)
     for name, err in errors.items():
@@ -140,8 +167,11 @@ def print_table(rows: list[Row], skipped: dict[str, str], errors: dict[str, str]
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     machine = machine_info()
-    common = {"quick": args.quick, "when": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": machine}  # fmt: skip
+    common = {
+        "quick": args.quick,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     skipped, errors, docs = {}, {}, {}
@@ -156,12 +186,20 @@ def main(argv: list[str] | None = None) -> int:
             errors[name] = meta["error"]
         else:
             rows += result.rows
-    summary = {**common, "command": " ".join(["python -m bench.run", *(argv or sys.argv[1:])]),
-               "benchmarks": {n: {k: d[k] for k in ("seconds", "rows", "notes")} | (
-                   {"error": d["error"]} if "error" in d else {}) for n, d in docs.items()},
-               "skipped": skipped,
-               "targets": {"met": sum(r.passed is True for r in rows),
-                           "missed": sum(r.passed is False for r in rows)}}  # fmt: skip
+    summary = {
+        **common,
+        "command": " ".join(["python -m bench.run", *(argv or sys.argv[1:])]),
+        "benchmarks": {
+            n: {k: d[k] for k in ("seconds", "rows", "notes")}
+            | ({"error": d["error"]} if "error" in d else {})
+            for n, d in docs.items()
+        },
+        "skipped": skipped,
+        "targets": {
+            "met": sum(r.passed is True for r in rows),
+            "missed": sum(r.passed is False for r in rows),
+        },
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print_table(rows, skipped, errors, machine, args.quick)
     print(f"results: {args.out}/summary.json and one <name>.json per benchmark")

@@ -72,8 +72,9 @@ class Counts:
     problems: list[str] = field(default_factory=list)
 
 
-def _killed_in_time(proc: subprocess.Popen[bytes], server: FakeServer, ref: Reference,
-                    rng: random.Random) -> bool:  # fmt: skip
+def _killed_in_time(
+    proc: subprocess.Popen[bytes], server: FakeServer, ref: Reference, rng: random.Random
+) -> bool:
     """Wait for the chosen moment; True if the process was still running then (and killed)."""
     deadline = time.monotonic() + ref.wall * 3
     if rng.random() < 0.5:  # a random time within the expected run time
@@ -99,8 +100,15 @@ def _last_event(ws: Path) -> str:
     return found[-1]["type"] if found else "(none yet)"
 
 
-def _round(root: Path, server: FakeServer, ref: Reference, rng: random.Random, budget: int,
-           faults: bool, counts: Counts) -> None:  # fmt: skip
+def _round(
+    root: Path,
+    server: FakeServer,
+    ref: Reference,
+    rng: random.Random,
+    budget: int,
+    faults: bool,
+    counts: Counts,
+) -> None:
     """One session from scratch: kill it up to ``budget`` times, resume until completed."""
     ws = root / f"round{counts.rounds}"
     ws.mkdir()
@@ -141,8 +149,14 @@ def _round(root: Path, server: FakeServer, ref: Reference, rng: random.Random, b
     counts.resent += len(ledger.resent)
 
 
-def torture(root: Path, kills: int, seed: int = 1, latency_ms: float = 100,
-            faults: bool = True, per_round: int = 4) -> Counts:  # fmt: skip
+def torture(
+    root: Path,
+    kills: int,
+    seed: int = 1,
+    latency_ms: float = 100,
+    faults: bool = True,
+    per_round: int = 4,
+) -> Counts:
     """Kill ``kills`` times in all, at most ``per_round`` per session; returns the counts."""
     rng = random.Random(seed)
     counts = Counts()
@@ -156,13 +170,18 @@ def torture(root: Path, kills: int, seed: int = 1, latency_ms: float = 100,
 
 
 def machine() -> dict[str, Any]:
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "machine": platform.machine()}  # fmt: skip
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python bench/torture.py",
-                                 description=(__doc__ or "").split("\n")[0])  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="python bench/torture.py", description=(__doc__ or "").split("\n")[0]
+    )
     ap.add_argument("--kills", type=int, default=20, help="SIGKILLs in all (default 20)")
     ap.add_argument("--per-round", type=int, default=4, help="kills per session (default 4)")
     ap.add_argument("--seed", type=int, default=1)
@@ -174,26 +193,38 @@ def main(argv: list[str] | None = None) -> int:
     root = args.keep or Path(tempfile.mkdtemp(prefix="pliny-torture-"))
     root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    counts = torture(root, args.kills, args.seed, args.latency_ms, not args.no_faults,
-                     args.per_round)  # fmt: skip
+    counts = torture(
+        root, args.kills, args.seed, args.latency_ms, not args.no_faults, args.per_round
+    )
     seconds = round(time.monotonic() - started, 1)
     failed = bool(counts.problems or counts.orphans)
     if not args.keep and not failed:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"kills {counts.kills} · resumes {counts.resumes} · rounds {counts.rounds} · "
-          f"requests {counts.requests} = reference {counts.reference_requests} + "
-          f"{counts.lost_in_flight} lost in flight · re-sent {counts.resent} · "
-          f"orphans {len(counts.orphans)} · {seconds}s")  # fmt: skip
+    print(
+        f"kills {counts.kills} · resumes {counts.resumes} · rounds {counts.rounds} · "
+        f"requests {counts.requests} = reference {counts.reference_requests} + "
+        f"{counts.lost_in_flight} lost in flight · re-sent {counts.resent} · "
+        f"orphans {len(counts.orphans)} · {seconds}s"
+    )
     print("kill moments (last audit event):", json.dumps(counts.kill_moments, sort_keys=True))
     for problem in counts.problems + counts.orphans:
         print("PROBLEM:", problem)
     if failed:
         print(f"workspaces kept in {root}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "args": {k: str(v) for k, v in vars(args).items()}, "seconds": seconds,
-        "machine": machine(), "ok": not failed, **asdict(counts),
-    }, indent=2) + "\n")  # fmt: skip
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "seconds": seconds,
+                "machine": machine(),
+                "ok": not failed,
+                **asdict(counts),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 1 if failed else 0
 
 

@@ -179,6 +179,7 @@ def check_tokens() -> Check:
     from importlib.metadata import version
 
     from pliny.llm import tokens
+
     sample = "Pliny counts tokens offline."
     try:
         n = tokens.count(sample)

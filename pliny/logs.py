@@ -93,7 +93,7 @@ def session_log(session_dir: Path) -> int:
         enqueue=False,
         backtrace=False,
         diagnose=False,
-    )  # fmt: skip - diagnose would log locals
+    )  # diagnose would log locals
 
 
 def stop(sink: int) -> None:

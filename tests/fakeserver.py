@@ -56,8 +56,16 @@ class _Raw:
     the transport itself; the outer app puts it in scope["fakeserver.transport"].
     """
 
-    def __init__(self, frames: list[bytes], *, status: int = 200, headers: dict[str, str],
-                 start: bool = True, abort: bool = False, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        frames: list[bytes],
+        *,
+        status: int = 200,
+        headers: dict[str, str],
+        start: bool = True,
+        abort: bool = False,
+        delay_s: float = 0.0,
+    ) -> None:
         self.frames, self.status, self.headers = frames, status, headers
         self.start, self.abort, self.delay_s = start, abort, delay_s
 
@@ -90,14 +98,28 @@ async def _disconnected(receive: Any) -> None:
 class FakeServer:
     """OpenAI-compatible chat server with scripted replies, latency, faults and a log."""
 
-    def __init__(self, *, latency_ms: float = 0.0, usage: bool = True, cached_tokens: int = 0,
-                 models: tuple[str, ...] = ("fake-model",), api_key: str | None = None,
-                 structured: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        latency_ms: float = 0.0,
+        usage: bool = True,
+        cached_tokens: int = 0,
+        models: tuple[str, ...] = ("fake-model",),
+        api_key: str | None = None,
+        structured: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         if structured is not None and structured not in P.STRUCTURED_MODES:
             raise ValueError(f"structured must be one of {P.STRUCTURED_MODES}, got {structured!r}")
-        self._defaults = {"latency_ms": latency_ms, "usage": usage, "cached_tokens": cached_tokens,
-                          "models": models, "api_key": api_key,  # api_key set: others get 401
-                          "structured": structured}
+        self._defaults = {
+            "latency_ms": latency_ms,
+            "usage": usage,
+            "cached_tokens": cached_tokens,
+            "models": models,
+            "api_key": api_key,  # api_key set: others get 401
+            "structured": structured,
+        }
         self.latency_ms, self.usage, self.cached_tokens = latency_ms, usage, cached_tokens
         self.models, self.api_key = models, api_key
         # How unscripted answers honour response_format (see P.structured_reply):
@@ -120,20 +142,32 @@ class FakeServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()  # set: every sleeping handler returns now
         self._uvicorn: uvicorn.Server | None = None
-        self._app = Starlette(routes=[
-            Route(CHAT_PATH, self._chat, methods=["POST"]),
-            Route("/v1/models", self._models, methods=["GET"]),
-            Route("/health", _health, methods=["GET"]),
-        ])
+        self._app = Starlette(
+            routes=[
+                Route(CHAT_PATH, self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/health", _health, methods=["GET"]),
+            ]
+        )
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> FakeServer:
-        config = uvicorn.Config(self._asgi, log_level="warning", access_log=False,
-                                lifespan="off", interface="asgi3", http="h11",
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            self._asgi,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            interface="asgi3",
+            http="h11",
+            timeout_graceful_shutdown=2,
+        )
         self._uvicorn = uvicorn.Server(config)
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),),
-                                        name=f"fakeserver{self.url[-6:]}", daemon=True)
+        self._thread = threading.Thread(
+            target=asyncio.run,
+            args=(self._serve(),),
+            name=f"fakeserver{self.url[-6:]}",
+            daemon=True,
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._uvicorn.started:
@@ -256,16 +290,21 @@ class FakeServer:
             body = None
         with self._lock:
             self._seq += 1
-            rec = RecordedRequest(id=f"{self._seq:06d}", time=time.time(), path=request.url.path,
-                                  headers=dict(request.headers), body=body, raw=raw)
+            rec = RecordedRequest(
+                id=f"{self._seq:06d}",
+                time=time.time(),
+                path=request.url.path,
+                headers=dict(request.headers),
+                body=body,
+                raw=raw,
+            )
             self._log.append(rec)
             self._lock.notify_all()
         return rec
 
     async def _models(self, request: Request) -> Response:
         await self._record(request)
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"}
-                for m in self.models]
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return JSONResponse({"object": "list", "data": data})
 
     def _pick(self, body: dict[str, Any]) -> Rule | None:
@@ -280,8 +319,7 @@ class FakeServer:
         """Async sleep that ends early on client disconnect or stop; False if client left."""
         if seconds <= 0:
             return True
-        tasks = {asyncio.ensure_future(asyncio.sleep(seconds)),
-                 asyncio.ensure_future(wake.wait())}
+        tasks = {asyncio.ensure_future(asyncio.sleep(seconds)), asyncio.ensure_future(wake.wait())}
         gone = asyncio.ensure_future(_disconnected(request.receive))
         done, pending = await asyncio.wait(tasks | {gone}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -298,8 +336,11 @@ class FakeServer:
             return self._error(rec, 400, {}, message="'messages' is a required property")
         if self.structured == "no_json_schema" and P.format_type(body) == "json_schema":
             rec.outcome = "status:400"
-            return JSONResponse(P.json_schema_rejected(), status_code=400,
-                                headers=self._headers(rec, "application/json"))
+            return JSONResponse(
+                P.json_schema_rejected(),
+                status_code=400,
+                headers=self._headers(rec, "application/json"),
+            )
         if (storm := self._storm) is not None and time.monotonic() < storm[0]:
             return self._error(rec, 429, body, Rule(status=429, retry_after=storm[1]))
         rule = rec.rule = self._pick(body)
@@ -316,20 +357,28 @@ class FakeServer:
     def _headers(self, rec: RecordedRequest, ctype: str) -> dict[str, str]:
         return {"content-type": ctype, "x-request-id": f"req_fake{rec.id}"}
 
-    def _error(self, rec: RecordedRequest, status: int, body: dict[str, Any],
-               rule: Rule | None = None, message: str | None = None) -> Response:
+    def _error(
+        self,
+        rec: RecordedRequest,
+        status: int,
+        body: dict[str, Any],
+        rule: Rule | None = None,
+        message: str | None = None,
+    ) -> Response:
         rec.outcome = f"status:{status}"
         headers = self._headers(rec, "application/json")
         if rule is not None and rule.retry_after is not None:
             headers["retry-after"] = f"{rule.retry_after:g}"
         if rule is not None and rule.echo_key:
             message = f"Incorrect API key provided: {rec.api_key}. Check it and try again."
-        payload = P.error_body(status, body, rule.code if rule else None,
-                               (rule.message if rule else None) or message)
+        payload = P.error_body(
+            status, body, rule.code if rule else None, (rule.message if rule else None) or message
+        )
         return Response(json.dumps(payload), status_code=status, headers=headers)
 
-    def _message(self, rec: RecordedRequest, body: dict[str, Any],
-                 rule: Rule | None) -> tuple[dict[str, Any], str]:
+    def _message(
+        self, rec: RecordedRequest, body: dict[str, Any], rule: Rule | None
+    ) -> tuple[dict[str, Any], str]:
         """The assistant message and its finish_reason."""
         if rule is None:
             text = P.structured_reply(body, self.structured) if self.structured else None
@@ -365,9 +414,12 @@ class FakeServer:
             frames = P.sse(P.stream_chunks(body, rid, msg, finish, usage), done=not cut)
             frames = frames[: max(2, len(frames) // 2)] if cut else frames
             rec.usage = None if cut else usage
-            return _Raw(frames, headers=self._headers(rec, "text/event-stream"),
-                        abort=fault == "truncated_stream",
-                        delay_s=(rule.chunk_delay_ms if rule else 0) / 1000)
+            return _Raw(
+                frames,
+                headers=self._headers(rec, "text/event-stream"),
+                abort=fault == "truncated_stream",
+                delay_s=(rule.chunk_delay_ms if rule else 0) / 1000,
+            )
         data = json.dumps(P.chat_completion(body, rid, msg, finish, usage)).encode()
         headers = self._headers(rec, "application/json")
         if not cut:
@@ -377,8 +429,9 @@ class FakeServer:
             headers["content-length"] = str(len(data))
         return _Raw([data[: len(data) // 2]], headers=headers, abort=fault == "truncated_stream")
 
-    def _usage(self, body: dict[str, Any], msg: dict[str, Any],
-               rule: Rule | None) -> dict[str, Any] | None:
+    def _usage(
+        self, body: dict[str, Any], msg: dict[str, Any], rule: Rule | None
+    ) -> dict[str, Any] | None:
         wanted = rule.usage if rule and rule.usage is not None else self.usage
         if wanted is False:
             return None
@@ -397,9 +450,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-usage", action="store_true")
     ap.add_argument("--structured", choices=P.STRUCTURED_MODES, default=None)
     args = ap.parse_args(argv)
-    server = FakeServer(latency_ms=args.latency_ms, usage=not args.no_usage,
-                        cached_tokens=args.cached_tokens, structured=args.structured,
-                        host=args.host, port=args.port)
+    server = FakeServer(
+        latency_ms=args.latency_ms,
+        usage=not args.no_usage,
+        cached_tokens=args.cached_tokens,
+        structured=args.structured,
+        host=args.host,
+        port=args.port,
+    )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with server:

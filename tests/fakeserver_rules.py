@@ -11,8 +11,15 @@ try:  # importable as tests.fakeserver_rules and from inside tests/
 except ImportError:  # pragma: no cover
     import fakeserver_payloads as P  # type: ignore[no-redef]
 
-FAULTS = ("hang", "drop", "not_json", "truncated_stream", "incomplete_stream", "empty",
-          "context_length")
+FAULTS = (
+    "hang",
+    "drop",
+    "not_json",
+    "truncated_stream",
+    "incomplete_stream",
+    "empty",
+    "context_length",
+)
 
 
 @dataclass
@@ -56,10 +63,12 @@ class Rule:
     def matches(self, body: dict[str, Any]) -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
-        return ((self.system is None or self.system in P.system_prompt(body))
-                and (self.user is None or self.user in P.last_user(body))
-                and (self.model is None or self.model == body.get("model"))
-                and (self.when is None or bool(self.when(body))))
+        return (
+            (self.system is None or self.system in P.system_prompt(body))
+            and (self.user is None or self.user in P.last_user(body))
+            and (self.model is None or self.model == body.get("model"))
+            and (self.when is None or bool(self.when(body)))
+        )
 
 
 @dataclass

@@ -49,8 +49,11 @@ def ws(tmp_path: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}  # fmt: skip
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 # -- Workspace, directly ----------------------------------------------------------
@@ -58,8 +61,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 # "/ABS" is an absolute path into tmp_path's `outside` dir, not /etc/passwd: CI runs as
 # root, so a regression must not be able to clobber the machine (reads use /etc/passwd).
 ESCAPES = ["../escape.txt", "src/../../escape.txt", "linkdir/new.txt", "linkfile", "/ABS"]
-PROTECTED = [".git/config", "./.git/hooks/pre-commit", "gitlink/config", ".pliny/x",
-             "audit-logs/x"]  # fmt: skip
+PROTECTED = [".git/config", "./.git/hooks/pre-commit", "gitlink/config", ".pliny/x", "audit-logs/x"]
 
 
 def workspace(root: Path) -> Workspace:
@@ -76,8 +78,17 @@ def test_write_outside_or_protected_is_refused(ws: Path, path: str) -> None:
     assert snapshot(ws.parent) == before
 
 
-@pytest.mark.parametrize("path", ["../outside/secret.txt", "linkfile", "linkdir/secret.txt",
-                                  ".git/config", "gitlink/HEAD", "/etc/passwd"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../outside/secret.txt",
+        "linkfile",
+        "linkdir/secret.txt",
+        ".git/config",
+        "gitlink/HEAD",
+        "/etc/passwd",
+    ],
+)
 def test_read_outside_or_protected_is_refused(ws: Path, path: str) -> None:
     result = workspace(ws).call("read_file", {"path": path})
     assert not result.ok and result.content.startswith("error:")
@@ -158,8 +169,13 @@ def test_openai_tool_schemas() -> None:
 def run_rise(ws: Path, server: FakeServer) -> tuple[Any, list[Event]]:
     events: list[Event] = []
     env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
-    opts = RunOptions(workspace=ws, framework="rise", task="Document src/app.py", env=env,
-                      listeners=[events.append])  # fmt: skip
+    opts = RunOptions(
+        workspace=ws,
+        framework="rise",
+        task="Document src/app.py",
+        env=env,
+        listeners=[events.append],
+    )
     return asyncio.run(execute(opts)), events
 
 
@@ -178,17 +194,23 @@ def tool_results(request: RecordedRequest) -> dict[str, tuple[str, dict[str, Any
 
 
 def test_model_reads_the_workspace_through_tools(ws: Path, fake_server: FakeServer) -> None:
-    fake_server.script(system=CODE_AGENT, times=1, tool_calls=[
-        {"name": "list_files", "arguments": {}},
-        {"name": "read_file", "arguments": {"path": "src/app.py"}},
-        {"name": "write_file", "arguments": {"path": "x.txt", "content": "no"}},  # not its tool
-    ])  # fmt: skip
+    fake_server.script(
+        system=CODE_AGENT,
+        times=1,
+        tool_calls=[
+            {"name": "list_files", "arguments": {}},
+            {"name": "read_file", "arguments": {"path": "src/app.py"}},
+            {"name": "write_file", "arguments": {"path": "x.txt", "content": "no"}},  # not its tool
+        ],
+    )
     outcome, events = run_rise(ws, fake_server)
     assert outcome.status == "completed", outcome.error
     first, second = [r for r in fake_server.requests if CODE_AGENT in r.system]
     assert {t["function"]["name"] for t in first.body["tools"]} == {
-        "list_files", "search_files", "read_file",
-    }  # fmt: skip
+        "list_files",
+        "search_files",
+        "read_file",
+    }
     results = {name: content for name, _, content in tool_results(second).values()}
     assert "src/app.py" in results["list_files"].splitlines()
     assert not [p for p in results["list_files"].splitlines() if p.startswith(".git/")]
@@ -197,8 +219,10 @@ def test_model_reads_the_workspace_through_tools(ws: Path, fake_server: FakeServ
     assert not (ws / "x.txt").exists()
     by_agent = [e for e in events if e.type == "tool_call" and e.agent == "research-code"]
     assert [(e.tool, e.ok) for e in by_agent if e.by != "engine"] == [
-        ("list_files", True), ("read_file", True), ("write_file", False),
-    ]  # fmt: skip
+        ("list_files", True),
+        ("read_file", True),
+        ("write_file", False),
+    ]
 
 
 def write(path: str, content: str = "pwned") -> dict[str, Any]:
@@ -207,14 +231,28 @@ def write(path: str, content: str = "pwned") -> dict[str, Any]:
 
 def test_model_writes_are_confined_to_the_workspace(ws: Path, fake_server: FakeServer) -> None:
     abs_path = str(ws.parent / "outside" / "abs.txt")
-    bad = ["../escape.txt", abs_path, ".git/config", ".pliny/x", "audit-logs/x", "linkdir/pwn.txt",
-           "linkfile", "gitlink/config"]  # fmt: skip
+    bad = [
+        "../escape.txt",
+        abs_path,
+        ".git/config",
+        ".pliny/x",
+        "audit-logs/x",
+        "linkdir/pwn.txt",
+        "linkfile",
+        "gitlink/config",
+    ]
     # At most three failures in a row per turn (the `tool` retry budget), then a good write.
-    turns = [[*map(write, bad[i : i + 3]), write(f"notes/ok{i}.md", f"ok {i}")]
-             for i in range(0, len(bad), 3)]  # fmt: skip
+    turns = [
+        [*map(write, bad[i : i + 3]), write(f"notes/ok{i}.md", f"ok {i}")]
+        for i in range(0, len(bad), 3)
+    ]
     for n, calls in enumerate(turns):
-        fake_server.script(system=EXECUTOR, times=1, tool_calls=calls,
-                           when=lambda body, n=n: _tool_messages(body) == 4 * n)  # fmt: skip
+        fake_server.script(
+            system=EXECUTOR,
+            times=1,
+            tool_calls=calls,
+            when=lambda body, n=n: _tool_messages(body) == 4 * n,
+        )
     git_config = (ws / ".git" / "config").read_bytes()
     outside_before = snapshot(ws.parent / "outside")
     outcome, events = run_rise(ws, fake_server)

@@ -46,8 +46,14 @@ def monitor(*rules: AlertRule, clock: Clock | None = None) -> tuple[AlertMonitor
 
 
 def call(cost: float | None = 0.0, **extra: object) -> LLMCall:
-    fields: dict[str, object] = {"session": "s1", "phase": "p", "agent": "a", "prompt_tokens": 100,
-                                 "completion_tokens": 50, "cost_usd": cost}  # fmt: skip
+    fields: dict[str, object] = {
+        "session": "s1",
+        "phase": "p",
+        "agent": "a",
+        "prompt_tokens": 100,
+        "completion_tokens": 50,
+        "cost_usd": cost,
+    }
     return LLMCall(**(fields | extra))
 
 
@@ -174,8 +180,9 @@ def test_config_literal_if_any_matches_the_known_metrics() -> None:
 
 def test_unknown_metric_is_rejected_naming_the_rule() -> None:
     # model_construct: the config may already refuse the name (a Literal); the monitor must too.
-    unknown = AlertRule.model_construct(name="p99", metric="latency_p99", operator="gt",
-                                        threshold=1, duration=None, command=None)  # fmt: skip
+    unknown = AlertRule.model_construct(
+        name="p99", metric="latency_p99", operator="gt", threshold=1, duration=None, command=None
+    )
     bad = [rule("cost_usd", "gt", 1), unknown]
     with pytest.raises(ConfigError, match=r"alerts\[1\] \(p99\): unknown metric 'latency_p99'"):
         validate_rules(bad)

@@ -15,14 +15,28 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROW_KEYS = {"benchmark", "figure", "unit", "baseline", "baseline_label", "ratio", "target",
-            "passed", "note"}  # fmt: skip
+ROW_KEYS = {
+    "benchmark",
+    "figure",
+    "unit",
+    "baseline",
+    "baseline_label",
+    "ratio",
+    "target",
+    "passed",
+    "note",
+}
 MACHINE_KEYS = {"cpu_model", "cores", "ram_gb", "python", "os"}
 
 
 def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "bench.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -221,9 +221,7 @@ def test_unknown_key_points_at_the_key(tmp_path: Path) -> None:
                 max_token: 10
         """,
     )
-    assert load_error(path) == (
-        f"{path}:8:9: phases.0.agents.0.max_token: unknown key (typo?)"
-    )
+    assert load_error(path) == (f"{path}:8:9: phases.0.agents.0.max_token: unknown key (typo?)")
 
 
 def test_unknown_placeholder(tmp_path: Path) -> None:
@@ -267,8 +265,7 @@ CYCLE = """
 def test_unbounded_cycle_is_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, CYCLE)
     assert load_error(path) == (
-        f"{path}:8:5: phases.1: unbounded cycle draft -> check -> draft: "
-        "set max_cycles on a route"
+        f"{path}:8:5: phases.1: unbounded cycle draft -> check -> draft: set max_cycles on a route"
     )
 
 

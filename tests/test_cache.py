@@ -15,8 +15,15 @@ from pliny.errors import SystemFailure
 from pliny.framework.model import Agent, Phase
 from tests.support.cli import pliny
 
-SPEC = {"name": "analyst", "role": "You analyze.", "prompt": "{{task}}", "model": None,
-        "temperature": 0.2, "cache": {"ttl": 3600}, "timeout": None}  # fmt: skip
+SPEC = {
+    "name": "analyst",
+    "role": "You analyze.",
+    "prompt": "{{task}}",
+    "model": None,
+    "temperature": 0.2,
+    "cache": {"ttl": 3600},
+    "timeout": None,
+}
 MESSAGES = [{"role": "system", "content": "You analyze."}, {"role": "user", "content": "t"}]
 RESULT = {"text": "the answer", "data": {"verdict": "accept", "score": 0.9}}
 
@@ -29,8 +36,9 @@ def cache(tmp_path: Path) -> ResultCache:
 
 def test_key_is_canonical_and_covers_spec_messages_model() -> None:
     key = cache_key(SPEC, MESSAGES, "gpt-4o-mini")
-    assert len(key) == 64 and key == ResultCache.key(dict(reversed(SPEC.items())), MESSAGES,
-                                                      "gpt-4o-mini")  # fmt: skip
+    assert len(key) == 64 and key == ResultCache.key(
+        dict(reversed(SPEC.items())), MESSAGES, "gpt-4o-mini"
+    )
     assert key != cache_key(SPEC, MESSAGES, "gpt-4o")
     assert key != cache_key({**SPEC, "temperature": 0.3}, MESSAGES, "gpt-4o-mini")
     changed = [MESSAGES[0], {"role": "user", "content": "t2"}]

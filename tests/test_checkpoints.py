@@ -72,8 +72,12 @@ def test_user_head_index_and_edits_untouched(tmp_path: Path) -> None:
     assert set(git(ws, "status", "--porcelain").splitlines()) - extra == set(status.splitlines())
     assert (ws / "user.txt").read_text() == "unstaged edit"
     files = tree_files(ws, second.commit)
-    assert files == {"user.txt": "v1", "staged.txt": "s1", "keep.txt": "k",
-                     "src/app.py": "print('bye')"}
+    assert files == {
+        "user.txt": "v1",
+        "staged.txt": "s1",
+        "keep.txt": "k",
+        "src/app.py": "print('bye')",
+    }
     assert git(ws, "rev-parse", f"{first.commit}^") == user_head
     assert git(ws, "rev-parse", f"{second.commit}^") == first.commit
 
@@ -109,8 +113,11 @@ def test_busy_or_detached_repo_is_refused_and_untouched(tmp_path: Path, state: s
         git(ws, "checkout", "-q", "main")
         (ws / "f.txt").write_text("main")
         git(ws, "commit", "-qam", "main")
-        command = {"merge": ["merge", "other"], "rebase": ["rebase", "other"],
-                   "cherry-pick": ["cherry-pick", "other"]}[state]
+        command = {
+            "merge": ["merge", "other"],
+            "rebase": ["rebase", "other"],
+            "cherry-pick": ["cherry-pick", "other"],
+        }[state]
         assert subprocess.run(["git", *USER, *command], cwd=ws, capture_output=True).returncode
     before = snapshot(ws)
     with pytest.raises(UsageError) as err:
@@ -137,8 +144,9 @@ def test_git_missing_is_one_clean_line(tmp_path: Path, how: str) -> None:
         "try:\n    CheckpointStore(Path(sys.argv[1]), 's', Path(sys.argv[1]) / '.pliny/s')\n"
         "except PlinyError as e:\n    print(type(e).__name__, e.exit_code, e); sys.exit(2)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(ws)], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ws)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2, out.stderr
     assert out.stdout.startswith("UsageError 2 git is not installed")
     assert out.stdout.count("\n") == 1
@@ -180,8 +188,12 @@ def test_trailers_parse_back_with_plain_git(tmp_path: Path) -> None:
     ws = make_repo(tmp_path / "ws")
     s = store(ws, "sess-42")
     s.write_file("x", b"1", "a")
-    trailers = {"Pliny-Phase": "research", "Pliny-Tokens": "1234",
-                "Pliny-Cost-USD": "0.0123", "Pliny-Note": "two\nlines"}
+    trailers = {
+        "Pliny-Phase": "research",
+        "Pliny-Tokens": "1234",
+        "Pliny-Cost-USD": "0.0123",
+        "Pliny-Note": "two\nlines",
+    }
     s.commit("after-research", "Research finished\n\nbody text", trailers)
     [info] = s.list()
     assert info.subject == "Research finished"
@@ -189,10 +201,20 @@ def test_trailers_parse_back_with_plain_git(tmp_path: Path) -> None:
     assert info.trailers["Pliny-Checkpoint"] == "after-research"
     assert info.trailers["Pliny-Note"] == "two lines"
     message = git(ws, "log", "-1", "--format=%B", "refs/pliny/sess-42/head")
-    parsed = subprocess.run(["git", "interpret-trailers", "--parse"], input=message,
-                            capture_output=True, text=True, check=True).stdout
-    expected = {**trailers, "Pliny-Note": "two lines", "Pliny-Session": "sess-42",
-                "Pliny-Checkpoint": "after-research", "Pliny-Seq": "1"}
+    parsed = subprocess.run(
+        ["git", "interpret-trailers", "--parse"],
+        input=message,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    expected = {
+        **trailers,
+        "Pliny-Note": "two lines",
+        "Pliny-Session": "sess-42",
+        "Pliny-Checkpoint": "after-research",
+        "Pliny-Seq": "1",
+    }
     assert dict(line.split(": ", 1) for line in parsed.splitlines()) == expected
     with pytest.raises(UsageError, match="trailer key"):
         s.commit("c2", "m", {"Bad Key": "x"})
@@ -224,8 +246,25 @@ def test_reusing_a_name_moves_it(tmp_path: Path) -> None:
     assert [(c.name, c.commit) for c in s.list()] == [("after-analyze", second.commit)]
 
 
-@pytest.mark.parametrize("bad", ["", "a b", "a/b", ".hidden", "x.lock", "a..b", "a~1",
-                                 "a:b", "q?", "st*r", "br[", "back\\slash", "end.", "a@{b"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "a b",
+        "a/b",
+        ".hidden",
+        "x.lock",
+        "a..b",
+        "a~1",
+        "a:b",
+        "q?",
+        "st*r",
+        "br[",
+        "back\\slash",
+        "end.",
+        "a@{b",
+    ],
+)
 def test_invalid_names_are_refused(tmp_path: Path, bad: str) -> None:
     ws = make_repo(tmp_path / "ws")
     s = store(ws)
@@ -261,10 +300,13 @@ def scratch_repo(tmp_path_factory: pytest.TempPathFactory) -> GitRepo:
 
 
 @settings(max_examples=60, deadline=None)
-@given(start=st.lists(_PATHS, max_size=6), edits=st.lists(st.tuples(_PATHS, st.booleans()),
-                                                          min_size=1, max_size=6))
-def test_tree_edits_match_git_write_tree(scratch_repo: GitRepo, start: list[str],
-                                         edits: list[tuple[str, bool]]) -> None:
+@given(
+    start=st.lists(_PATHS, max_size=6),
+    edits=st.lists(st.tuples(_PATHS, st.booleans()), min_size=1, max_size=6),
+)
+def test_tree_edits_match_git_write_tree(
+    scratch_repo: GitRepo, start: list[str], edits: list[tuple[str, bool]]
+) -> None:
     """Editing trees in place gives the same tree id as git's own index + write-tree."""
     repo = scratch_repo
     blob = Entry("100644", repo.store_blob(b"x"))
@@ -272,23 +314,31 @@ def test_tree_edits_match_git_write_tree(scratch_repo: GitRepo, start: list[str]
     repo.run("read-tree", "--empty", env=index)
 
     def by_git(changes: dict[str, Entry | None]) -> str:
-        lines = "".join(f"{'0' if e is None else e.mode} {e.sha if e else repo.zero}\t{p}\n"
-                        for p, e in changes.items())
+        lines = "".join(
+            f"{'0' if e is None else e.mode} {e.sha if e else repo.zero}\t{p}\n"
+            for p, e in changes.items()
+        )
         repo.run("update-index", "--index-info", input=lines.encode(), env=index)
         return repo.text("write-tree", env=index)
 
     base_changes: dict[str, Entry | None] = {}
     for path in start:  # a file and a directory cannot share a name: later wins, like git
-        base_changes = {p: e for p, e in base_changes.items()
-                        if not (p.startswith(path + "/") or path.startswith(p + "/"))}
+        base_changes = {
+            p: e
+            for p, e in base_changes.items()
+            if not (p.startswith(path + "/") or path.startswith(p + "/"))
+        }
         base_changes[path] = blob
     base = by_git(base_changes)
     assert repo.edit_tree(repo.empty_tree(), base_changes) == base
     changes: dict[str, Entry | None] = {}
     for path, keep in edits:
         changes[path] = Entry("100755", repo.store_blob(path.encode())) if keep else None
-    changes = {p: e for p, e in changes.items()
-               if not any(q != p and q.startswith(p + "/") for q in changes)}
+    changes = {
+        p: e
+        for p, e in changes.items()
+        if not any(q != p and q.startswith(p + "/") for q in changes)
+    }
     ours = repo.edit_tree(base, changes)
     assert ours == by_git(changes)
 
@@ -303,8 +353,10 @@ def test_unknown_checkpoint_lists_known_names(tmp_path: Path) -> None:
         s.get("nope")
 
 
-@pytest.mark.parametrize("path", [".pliny/x", "audit-logs/a.jsonl", ".git/config", "d/.GIT/x",
-                                  "../out", "/etc/passwd", "", "."])
+@pytest.mark.parametrize(
+    "path",
+    [".pliny/x", "audit-logs/a.jsonl", ".git/config", "d/.GIT/x", "../out", "/etc/passwd", "", "."],
+)
 def test_protected_paths_are_refused(tmp_path: Path, path: str) -> None:
     s = store(make_repo(tmp_path / "ws"))
     with pytest.raises(ToolError):
@@ -315,8 +367,9 @@ def test_protected_paths_are_refused(tmp_path: Path, path: str) -> None:
 @pytest.mark.parametrize("path", ["var/audit/s1.jsonl", "VAR/Audit/s1.jsonl", "var/audit"])
 def test_a_nested_audit_dir_is_never_committed(tmp_path: Path, path: str) -> None:
     ws = make_repo(tmp_path / "ws")
-    s = CheckpointStore(ws, "s1", ws / ".pliny" / "sessions" / "s1",
-                        protected=(".pliny", "var/audit"))  # fmt: skip
+    s = CheckpointStore(
+        ws, "s1", ws / ".pliny" / "sessions" / "s1", protected=(".pliny", "var/audit")
+    )
     with pytest.raises(ToolError, match="never writes or commits"):
         s.record_write(path, b"x", "a")
     s.record_write("var/auditor.md", b"fine", "a")  # a sibling with a longer name is not it

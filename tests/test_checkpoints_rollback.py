@@ -202,8 +202,9 @@ def test_kill_9_during_commits_leaves_a_consistent_store(tmp_path: Path) -> None
     ws = make_repo(tmp_path / "ws", {"a": "1"})
     for delay in (0.45, 0.6, 0.75):
         # its own process group, so the kill also takes the git child it may be running
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(ws), "loop"],
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(ws), "loop"], start_new_session=True
+        )
         try:
             child.wait(timeout=delay)
         except subprocess.TimeoutExpired:

@@ -156,8 +156,9 @@ def test_call_wraps_a_real_coroutine():
     cb, _, _ = breaker(threshold=2)
 
     async def down() -> None:
-        raise openai.InternalServerError("down", response=httpx2.Response(
-            502, request=httpx2.Request("GET", URL)), body=None)  # fmt: skip
+        raise openai.InternalServerError(
+            "down", response=httpx2.Response(502, request=httpx2.Request("GET", URL)), body=None
+        )
 
     async def up() -> str:
         return "ok"
@@ -210,11 +211,14 @@ def test_retry_waits_out_an_open_circuit_then_recovers():
             raise outcome
         return outcome
 
-    result = asyncio.run(call_with_retry(
-        lambda attempt: cb.call(endpoint),
-        strategies={"network": RetryStrategy(max_retries=5, initial_delay=100, jitter=False)},
-        on_retry=infos.append, sleep=sleep,
-    ))  # fmt: skip
+    result = asyncio.run(
+        call_with_retry(
+            lambda attempt: cb.call(endpoint),
+            strategies={"network": RetryStrategy(max_retries=5, initial_delay=100, jitter=False)},
+            on_retry=infos.append,
+            sleep=sleep,
+        )
+    )
     assert result == "ok"
     assert [i.code for i in infos] == [Code.NET_SERVER, Code.NET_SERVER, Code.NET_CIRCUIT_OPEN]
     # opened after attempt 2; the 0.2 s backoff already ran, so 29.8 s of open time remain

@@ -41,8 +41,9 @@ def response(status: int, body: object = None, headers: dict[str, str] | None = 
 def status_error(cls: type, status: int, body: dict | None = None, headers=None):
     """What the SDK raises: ``body`` is the inner ``error`` object."""
     body = body or {"message": f"status {status}"}
-    return cls(f"Error code: {status}", response=response(status, {"error": body}, headers),
-               body=body)  # fmt: skip
+    return cls(
+        f"Error code: {status}", response=response(status, {"error": body}, headers), body=body
+    )
 
 
 def check(err: PlinyError, category: Category, code: Code, recoverable: bool) -> None:
@@ -50,22 +51,58 @@ def check(err: PlinyError, category: Category, code: Code, recoverable: bool) ->
 
 
 STATUS_CASES = [
-    (openai.BadRequestError, 400, {"message": "bad temperature"}, Category.CONFIG,
-     Code.CONFIG_BAD_REQUEST, False),
-    (openai.BadRequestError, 400, {"message": "This model's maximum context length is 4096 tokens",
-     "code": "context_length_exceeded"}, Category.AI, Code.AI_CONTEXT_LENGTH, True),
-    (openai.BadRequestError, 400, {"message": "request exceeds the available context size",
-     "type": "exceed_context_size_error"}, Category.AI, Code.AI_CONTEXT_LENGTH, True),
-    (openai.BadRequestError, 400, {"message": "flagged", "code": "content_filter"}, Category.AI,
-     Code.AI_REFUSAL, True),
+    (
+        openai.BadRequestError,
+        400,
+        {"message": "bad temperature"},
+        Category.CONFIG,
+        Code.CONFIG_BAD_REQUEST,
+        False,
+    ),
+    (
+        openai.BadRequestError,
+        400,
+        {
+            "message": "This model's maximum context length is 4096 tokens",
+            "code": "context_length_exceeded",
+        },
+        Category.AI,
+        Code.AI_CONTEXT_LENGTH,
+        True,
+    ),
+    (
+        openai.BadRequestError,
+        400,
+        {
+            "message": "request exceeds the available context size",
+            "type": "exceed_context_size_error",
+        },
+        Category.AI,
+        Code.AI_CONTEXT_LENGTH,
+        True,
+    ),
+    (
+        openai.BadRequestError,
+        400,
+        {"message": "flagged", "code": "content_filter"},
+        Category.AI,
+        Code.AI_REFUSAL,
+        True,
+    ),
     (openai.AuthenticationError, 401, None, Category.CONFIG, Code.CONFIG_AUTH, False),
     (openai.PermissionDeniedError, 403, None, Category.CONFIG, Code.CONFIG_PERMISSION, False),
     (openai.NotFoundError, 404, None, Category.CONFIG, Code.CONFIG_MODEL_NOT_FOUND, False),
     (openai.ConflictError, 409, None, Category.NETWORK, Code.NET_TRANSIENT, True),
     (openai.UnprocessableEntityError, 422, None, Category.CONFIG, Code.CONFIG_BAD_REQUEST, False),
     (openai.RateLimitError, 429, None, Category.NETWORK, Code.NET_RATE_LIMIT, True),
-    (openai.RateLimitError, 429, {"message": "quota", "code": "insufficient_quota"},
-     Category.CONFIG, Code.CONFIG_QUOTA, False),
+    (
+        openai.RateLimitError,
+        429,
+        {"message": "quota", "code": "insufficient_quota"},
+        Category.CONFIG,
+        Code.CONFIG_QUOTA,
+        False,
+    ),
     (openai.InternalServerError, 500, None, Category.NETWORK, Code.NET_SERVER, True),
     (openai.InternalServerError, 502, None, Category.NETWORK, Code.NET_SERVER, True),
     (openai.InternalServerError, 503, None, Category.NETWORK, Code.NET_SERVER, True),
@@ -73,7 +110,7 @@ STATUS_CASES = [
     (openai.APIStatusError, 413, None, Category.AI, Code.AI_CONTEXT_LENGTH, True),
     (openai.APIStatusError, 418, None, Category.CONFIG, Code.CONFIG_BAD_REQUEST, False),
     (openai.APIStatusError, 425, None, Category.NETWORK, Code.NET_TRANSIENT, True),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("cls", "status", "body", "category", "code", "recoverable"), STATUS_CASES)
@@ -102,10 +139,12 @@ def connection_error(cause: BaseException | None) -> openai.APIConnectionError:
         (connection_error(httpx2.ReadTimeout("slow")), Code.NET_TIMEOUT),
         (connection_error(ConnectionResetError(errno.ECONNRESET, "reset")), Code.NET_DROPPED),
         (openai.APIResponseValidationError(response(200), body="<html>"), Code.NET_BAD_RESPONSE),
-        (openai.APIError("server_error in stream", httpx2.Request("POST", URL), body=None),
-         Code.NET_SERVER),
+        (
+            openai.APIError("server_error in stream", httpx2.Request("POST", URL), body=None),
+            Code.NET_SERVER,
+        ),
     ],
-)  # fmt: skip
+)
 def test_openai_network_errors(exc, code):
     err = classify(exc)
     check(err, Category.NETWORK, code, True)
@@ -114,11 +153,18 @@ def test_openai_network_errors(exc, code):
 
 def test_openai_answer_errors_are_ai():
     completion = ChatCompletion(id="c", choices=[], created=0, model="m", object="chat.completion")
-    check(classify(openai.LengthFinishReasonError(completion=completion)), Category.AI,
-          Code.AI_OUTPUT_LENGTH, True)  # fmt: skip
+    check(
+        classify(openai.LengthFinishReasonError(completion=completion)),
+        Category.AI,
+        Code.AI_OUTPUT_LENGTH,
+        True,
+    )
     check(classify(openai.ContentFilterFinishReasonError()), Category.AI, Code.AI_REFUSAL, True)
-    stream_error = openai.APIError("maximum context length exceeded", httpx2.Request("POST", URL),
-                                   body={"message": "maximum context length exceeded"})  # fmt: skip
+    stream_error = openai.APIError(
+        "maximum context length exceeded",
+        httpx2.Request("POST", URL),
+        body={"message": "maximum context length exceeded"},
+    )
     check(classify(stream_error), Category.AI, Code.AI_CONTEXT_LENGTH, True)
 
 
@@ -173,8 +219,12 @@ def test_cancellation(exc):
     [
         (OSError(errno.ENOSPC, "No space left"), Category.SYSTEM, Code.SYS_DISK_FULL, False),
         (OSError(errno.EDQUOT, "Disk quota exceeded"), Category.SYSTEM, Code.SYS_DISK_FULL, False),
-        (PermissionError(errno.EACCES, "Permission denied"), Category.SYSTEM, Code.SYS_PERMISSION,
-         False),
+        (
+            PermissionError(errno.EACCES, "Permission denied"),
+            Category.SYSTEM,
+            Code.SYS_PERMISSION,
+            False,
+        ),
         (OSError(errno.EROFS, "Read-only"), Category.SYSTEM, Code.SYS_PERMISSION, False),
         (BlockingIOError(errno.EAGAIN, "try again"), Category.SYSTEM, Code.SYS_TRANSIENT, True),
         (InterruptedError(errno.EINTR, "interrupted"), Category.SYSTEM, Code.SYS_TRANSIENT, True),
@@ -184,12 +234,16 @@ def test_cancellation(exc):
         (BrokenPipeError(errno.EPIPE, "broken pipe"), Category.NETWORK, Code.NET_DROPPED, True),
         (OSError(errno.ENETUNREACH, "unreachable"), Category.NETWORK, Code.NET_CONNECT, True),
         (OSError(errno.ETIMEDOUT, "timed out"), Category.NETWORK, Code.NET_TIMEOUT, True),
-        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), Category.NETWORK,
-         Code.NET_CONNECT, True),
+        (
+            socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+            Category.NETWORK,
+            Code.NET_CONNECT,
+            True,
+        ),
         (MemoryError(), Category.SYSTEM, Code.SYS_MEMORY, False),
         (ValueError("a bug"), Category.SYSTEM, Code.SYS_UNEXPECTED, False),
     ],
-)  # fmt: skip
+)
 def test_os_errors_by_errno(exc, category, code, recoverable):
     check(classify(exc), category, code, recoverable)
 
@@ -338,14 +392,24 @@ FAULTS = {
     "dropped": (b"", Code.NET_DROPPED),
     "truncated": (TRUNCATED, Code.NET_DROPPED),
     "not json": (raw("200 OK", b"<html>oops</html>"), Code.NET_BAD_RESPONSE),
-    "429": (raw("429 Too Many Requests", b'{"error":{"message":"slow down"}}',
-                "Content-Type: application/json\r\nRetry-After: 2\r\n"), Code.NET_RATE_LIMIT),
+    "429": (
+        raw(
+            "429 Too Many Requests",
+            b'{"error":{"message":"slow down"}}',
+            "Content-Type: application/json\r\nRetry-After: 2\r\n",
+        ),
+        Code.NET_RATE_LIMIT,
+    ),
     "503": (raw("503 Service Unavailable", b'{"error":{"message":"busy"}}'), Code.NET_SERVER),
     "401": (raw("401 Unauthorized", b'{"error":{"message":"bad key"}}'), Code.CONFIG_AUTH),
-    "context": (raw("400 Bad Request", b'{"error":{"message":"too long",'
-                    b'"code":"context_length_exceeded"}}'), Code.AI_CONTEXT_LENGTH),
+    "context": (
+        raw(
+            "400 Bad Request", b'{"error":{"message":"too long","code":"context_length_exceeded"}}'
+        ),
+        Code.AI_CONTEXT_LENGTH,
+    ),
     "hang": (None, Code.NET_TIMEOUT),
-}  # fmt: skip
+}
 
 
 async def _fault_codes() -> dict[str, tuple[str, float | None]]:
@@ -362,8 +426,9 @@ async def _fault_codes() -> dict[str, tuple[str, float | None]]:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test",
-                                max_retries=0, timeout=0.3)  # fmt: skip
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0, timeout=0.3
+    )
     seen = {}
     async with server:
         for name, (reply, _) in FAULTS.items():

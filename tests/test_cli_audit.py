@@ -41,8 +41,10 @@ def test_view_json_and_filters(ws: Path) -> None:
     assert bob[1]["cost_usd"] is None and bob[1]["tokens_estimated"] is True
     identify = view_json(ws, "-p", "identify", "-t", "llm_call", "-t", "agent_completed")
     assert [(e["type"], e["agent"]) for e in identify] == [
-        ("llm_call", "carol"), ("llm_call", "carol"), ("agent_completed", "carol"),
-    ]  # fmt: skip
+        ("llm_call", "carol"),
+        ("llm_call", "carol"),
+        ("agent_completed", "carol"),
+    ]
 
 
 def test_view_table(ws: Path) -> None:
@@ -108,10 +110,12 @@ def test_follow_streams_events_written_by_another_process(tmp_path: Path) -> Non
     log = AuditLog(path)
     log(SessionStarted(session="live"))
     follower = subprocess.Popen(
-        [*CLI, "audit", "view", "live", "--follow", "--json",
-         "-t", "llm_call,session_completed"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [*CLI, "audit", "view", "live", "--follow", "--json", "-t", "llm_call,session_completed"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for i in range(15):
             time.sleep(0.02)

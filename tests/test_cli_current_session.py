@@ -49,7 +49,8 @@ def test_quick_start_runs_the_current_session_with_its_task(
     sid = ok(tmp_path, server, "session", "start", "Health endpoint", "-t", TASK).strip()
     ok(tmp_path, server, *EXECUTE)
     assert [(s["id"], s["status"], s["task"]) for s in listed(tmp_path, server)] == [
-        (sid, "completed", TASK)]  # fmt: skip
+        (sid, "completed", TASK)
+    ]
 
 
 @pytest.mark.slow  # ~5 s: real CLI runs
@@ -68,8 +69,10 @@ def test_task_given_at_execute_goes_into_the_current_session(
     assert again.returncode == 0, again.stderr[-1500:]
     sessions = listed(tmp_path, server)
     assert [s["id"] for s in sessions][1] == "first" and len(sessions) == 2
-    assert f"session first has already run (completed); started a new session {sessions[0]['id']}" \
-        in again.stderr  # fmt: skip
+    assert (
+        f"session first has already run (completed); started a new session {sessions[0]['id']}"
+        in again.stderr
+    )
 
 
 @pytest.mark.slow  # ~6 s: real CLI runs
@@ -87,14 +90,14 @@ def test_ids_accept_a_unique_prefix(tmp_path: Path, server: FakeServer) -> None:
         ["audit", "verify", "bet"],
         ["metrics", "bet"],
     ):
-        assert "beta-1" in ok(tmp_path, server, *args), args  # fmt: skip
+        assert "beta-1" in ok(tmp_path, server, *args), args
     for args in (
         ["session", "show", "alpha"],
         ["session", "rm", "alpha"],
         [*EXECUTE, "--session", "alpha"],
         ["checkpoint", "list", "--session", "alpha"],
     ):
-        line = bad(tmp_path, server, *args)  # fmt: skip
+        line = bad(tmp_path, server, *args)
         assert "ambiguous session id 'alpha'" in line and "alpha-one, alpha-two" in line, line
     assert "removed alpha-two" in ok(tmp_path, server, "session", "rm", "alpha-t")
     assert [s["id"] for s in listed(tmp_path, server)] == ["beta-1", "alpha-one"]
@@ -124,8 +127,12 @@ def test_status_summary(tmp_path: Path, server: FakeServer) -> None:
 def test_list_never_truncates_ids_and_has_limit_and_verbose(
     tmp_path: Path, server: FakeServer
 ) -> None:
-    ids = [ok(tmp_path, server, "session", "start", f"Add a health endpoint, take {n}",
-              "-t", TASK).strip() for n in range(2)]  # fmt: skip
+    ids = [
+        ok(
+            tmp_path, server, "session", "start", f"Add a health endpoint, take {n}", "-t", TASK
+        ).strip()
+        for n in range(2)
+    ]
     longest = "x" * 64  # the longest id allowed: wider than the terminal, folded, never cut
     ok(tmp_path, server, "session", "start", "long", "--id", longest)
     ids.append(longest)

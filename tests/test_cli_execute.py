@@ -48,8 +48,16 @@ def one_located_error(proc: subprocess.CompletedProcess) -> re.Match[str]:
 
 
 def test_execute_json_prints_one_document(tmp_path: Path, fake_server: FakeServer) -> None:
-    proc = pliny(tmp_path, "execute", "-f", "rise", "-t", "Write a haiku about tests", "--json",
-                 server=fake_server)  # fmt: skip
+    proc = pliny(
+        tmp_path,
+        "execute",
+        "-f",
+        "rise",
+        "-t",
+        "Write a haiku about tests",
+        "--json",
+        server=fake_server,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)  # raises on a second document or any stray text
     assert summary["status"] == "completed" and summary["exit_code"] == 0
@@ -92,20 +100,23 @@ def test_typo_in_pliny_yaml(tmp_path: Path) -> None:
 
 def test_bad_config_leaves_existing_sessions_alone(tmp_path: Path, fake_server: FakeServer) -> None:
     env = {"OPENAI_BASE_URL": fake_server.base_url, "OPENAI_API_KEY": "sk-test"}
-    first = asyncio.run(execute(RunOptions(workspace=tmp_path, framework="rise", task="first",
-                                           env=env)))  # fmt: skip
+    first = asyncio.run(
+        execute(RunOptions(workspace=tmp_path, framework="rise", task="first", env=env))
+    )
     assert first.status == "completed", first.error
     state = {p: p.read_bytes() for p in (tmp_path / ".pliny").rglob("*") if p.is_file()}
     (tmp_path / "pliny.yaml").write_text("execution:\n  max_concurrency: many\n")
-    match = one_located_error(pliny(tmp_path, "execute", "-f", "rise", "-t", "second",
-                                    server=fake_server))  # fmt: skip
+    match = one_located_error(
+        pliny(tmp_path, "execute", "-f", "rise", "-t", "second", server=fake_server)
+    )
     assert (match["line"], match["col"]) == ("2", "20")
     assert {p: p.read_bytes() for p in (tmp_path / ".pliny").rglob("*") if p.is_file()} == state
     assert len(fake_server.requests) == 6  # the second run never reached the model
 
 
 def test_framework_yaml_error(tmp_path: Path) -> None:
-    (tmp_path / "fw.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "fw.yaml").write_text(
+        textwrap.dedent("""\
         name: mine
         phases:
           - name: only
@@ -114,7 +125,8 @@ def test_framework_yaml_error(tmp_path: Path) -> None:
                 role: You write.
                 prompt: "{{task}}"
                 temprature: 0.3
-    """))  # fmt: skip
+    """)
+    )
     for args in (["execute", "-f", "fw.yaml", "-t", "hi"], ["config", "validate", "fw.yaml"]):
         match = one_located_error(pliny(tmp_path, *args))
         assert (match["file"], match["line"], match["col"]) == ("fw.yaml", "8", "9")
@@ -123,7 +135,8 @@ def test_framework_yaml_error(tmp_path: Path) -> None:
 
 
 def test_framework_graph_error_is_located(tmp_path: Path) -> None:
-    (tmp_path / "fw.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "fw.yaml").write_text(
+        textwrap.dedent("""\
         name: mine
         phases:
           - name: only
@@ -131,7 +144,8 @@ def test_framework_graph_error_is_located(tmp_path: Path) -> None:
               - name: writer
                 role: You write.
                 prompt: "{{task}} and {{nobody}}"
-    """))  # fmt: skip
+    """)
+    )
     match = one_located_error(pliny(tmp_path, "execute", "-f", "fw.yaml", "-t", "hi"))
     assert (match["file"], match["line"]) == ("fw.yaml", "7")
     assert "unknown placeholder {{nobody}}" in match["what"]
@@ -143,13 +157,14 @@ def test_framework_graph_error_is_located(tmp_path: Path) -> None:
     [
         (["-f", "nosuch", "-t", "hi"], "unknown framework 'nosuch' (built-in: care, rise"),
         (["-f", "missing.yaml", "-t", "hi"], "missing.yaml: framework file not found"),
-        (["-f", "rise", "-t", "hi", "--checkpoint", "sometimes"],
-         "command line:1:1: execution.checkpoint: Input should be"),
-        (["-f", "rise", "-t", "hi", "--timeout", "soon"],
-         "--timeout: expected a duration"),
+        (
+            ["-f", "rise", "-t", "hi", "--checkpoint", "sometimes"],
+            "command line:1:1: execution.checkpoint: Input should be",
+        ),
+        (["-f", "rise", "-t", "hi", "--timeout", "soon"], "--timeout: expected a duration"),
         (["-f", "rise"], "no current session"),
     ],
-)  # fmt: skip
+)
 def test_bad_arguments_exit_2_and_write_nothing(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
@@ -174,7 +189,8 @@ def test_help_does_not_import_the_engine(tmp_path: Path, args: list[str]) -> Non
         f"for m in sys.modules}} & set({HEAVY!r}))\n"
         "print('HEAVY=' + ','.join(heavy), 'CODE=' + str(code), file=sys.stderr)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert "HEAVY= CODE=0" in proc.stderr, proc.stderr
     assert proc.stdout.strip()

@@ -58,8 +58,10 @@ def check_bare(proc: subprocess.CompletedProcess, command: str) -> None:
 
 def check_help_alias(cwd: Path, pythonpath: str | None = None) -> None:
     for args in (["-h"], ["session", "-h"], ["execute", "-h"]):
-        short, long = (pliny(*args, cwd=cwd, pythonpath=pythonpath),
-                       pliny(*args[:-1], "--help", cwd=cwd, pythonpath=pythonpath))  # fmt: skip
+        short, long = (
+            pliny(*args, cwd=cwd, pythonpath=pythonpath),
+            pliny(*args[:-1], "--help", cwd=cwd, pythonpath=pythonpath),
+        )
         assert short.returncode == 0, short.stderr
         assert short.stdout == long.stdout and "Usage:" in short.stdout
 
@@ -88,15 +90,38 @@ def test_typo_hint_names_the_command(tmp_path: Path) -> None:
 def _install(version: str, target: Path) -> None:
     """typer==version and what it resolves to, into a directory that shadows the venv's."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         "--target", str(target), f"typer=={version}"] if version else
-        [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         "--target", str(target), "typer"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            f"typer=={version}",
+        ]
+        if version
+        else [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            "typer",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if proc.returncode != 0:
-        pytest.skip(f"cannot install typer {version or 'latest'} from the package index "
-                    f"(offline?): {proc.stderr.strip().splitlines()[-1:]}")  # fmt: skip
+        pytest.skip(
+            f"cannot install typer {version or 'latest'} from the package index "
+            f"(offline?): {proc.stderr.strip().splitlines()[-1:]}"
+        )
 
 
 @pytest.mark.slow
@@ -106,10 +131,16 @@ def test_typos_on_the_lower_bound_and_latest_typer(tmp_path: Path, version: str)
     _install(version, target)
     pythonpath = f"{target}{os.pathsep}{ROOT}"
     probe = subprocess.run(
-        [sys.executable, "-c", "import importlib.metadata as m, typer, pliny; "
-         "print(m.version('typer'), typer.__file__, pliny.__file__)"],
-        env=os.environ | {"PYTHONPATH": pythonpath}, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import importlib.metadata as m, typer, pliny; "
+            "print(m.version('typer'), typer.__file__, pliny.__file__)",
+        ],
+        env=os.environ | {"PYTHONPATH": pythonpath},
+        capture_output=True,
+        text=True,
+    )
     installed, typer_file, pliny_file = probe.stdout.split()
     assert typer_file.startswith(str(target)) and pliny_file.startswith(str(ROOT)), probe.stdout
     assert not version or installed == version

@@ -51,8 +51,9 @@ def server() -> Iterator[FakeServer]:
 
 
 @pytest.fixture(scope="module")
-def reference(server: FakeServer, tmp_path_factory: pytest.TempPathFactory
-              ) -> Callable[[str], Reference]:  # fmt: skip
+def reference(
+    server: FakeServer, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Reference]:
     """The uninterrupted run per checkpoint mode, computed once per module."""
     cache: dict[str, Reference] = {}
 
@@ -66,8 +67,9 @@ def reference(server: FakeServer, tmp_path_factory: pytest.TempPathFactory
     return get
 
 
-def start(tmp_path: Path, server: FakeServer, mode: str, latency_ms: float = LATENCY_MS
-          ) -> tuple[Path, subprocess.Popen[bytes], Ledger]:  # fmt: skip
+def start(
+    tmp_path: Path, server: FakeServer, mode: str, latency_ms: float = LATENCY_MS
+) -> tuple[Path, subprocess.Popen[bytes], Ledger]:
     ws = tmp_path / "ws"
     ws.mkdir()
     init_workspace(ws)
@@ -78,8 +80,14 @@ def start(tmp_path: Path, server: FakeServer, mode: str, latency_ms: float = LAT
     return ws, spawn(ws, server, *execute_args(SESSION, mode)), Ledger(server, ws)
 
 
-def crash_and_resume(ws: Path, proc: subprocess.Popen[bytes], ledger: Ledger, server: FakeServer,
-                     ref: Reference, group: bool = False) -> dict[str, Any]:  # fmt: skip
+def crash_and_resume(
+    ws: Path,
+    proc: subprocess.Popen[bytes],
+    ledger: Ledger,
+    server: FakeServer,
+    ref: Reference,
+    group: bool = False,
+) -> dict[str, Any]:
     """SIGKILL, check the crash is visible, resume, check every invariant; returns what the
     kill hit (for the scenario's own assertions)."""
     kill(proc, group=group)
@@ -102,26 +110,39 @@ def crash_and_resume(ws: Path, proc: subprocess.Popen[bytes], ledger: Ledger, se
     ledger.close(killed=False)
     assert verify(ws, server, ref, ledger) == [], hit
 
-    after = events(ws)[len(before):]
+    after = events(ws)[len(before) :]
     kinds = [e["type"] for e in after]
-    again = [e["agent"] for e in after if e["type"] == "llm_call" and not e["replayed"]
-             and e["agent"] in hit["completed"]]  # fmt: skip
+    again = [
+        e["agent"]
+        for e in after
+        if e["type"] == "llm_call" and not e["replayed"] and e["agent"] in hit["completed"]
+    ]
     assert again == [], f"agents that had finished asked the model again: {again}"
-    hit["reran_replayed"] = sorted({e["agent"] for e in after if e["type"] == "agent_started"}
-                                   & set(hit["completed"]))  # fmt: skip
+    hit["reran_replayed"] = sorted(
+        {e["agent"] for e in after if e["type"] == "agent_started"} & set(hit["completed"])
+    )
     assert "session_resumed" in kinds
     assert "crash_detected" in kinds, f"no crash_detected after the kill: {kinds[:5]}"
     return hit
 
 
-@pytest.mark.parametrize(("mode", "k", "in_flight"), [
-    ("agent", 7, "planner"),  # research and findings done, the planner's call in flight
-    ("agent", 9, "executor"),  # executor's 2nd turn in flight, after its write_file tool ran
-    ("phase", 4, "research"),  # three parallel researchers, some finished, some mid-call
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("mode", "k", "in_flight"),
+    [
+        ("agent", 7, "planner"),  # research and findings done, the planner's call in flight
+        ("agent", 9, "executor"),  # executor's 2nd turn in flight, after its write_file tool ran
+        ("phase", 4, "research"),  # three parallel researchers, some finished, some mid-call
+    ],
+)
 @pytest.mark.slow  # ~11 s: SIGKILL and resume, real subprocesses
-def test_kill_mid_agent(tmp_path: Path, server: FakeServer, reference: Callable[[str], Reference],
-                        mode: str, k: int, in_flight: str) -> None:  # fmt: skip
+def test_kill_mid_agent(
+    tmp_path: Path,
+    server: FakeServer,
+    reference: Callable[[str], Reference],
+    mode: str,
+    k: int,
+    in_flight: str,
+) -> None:
     ref = reference(mode)
     ws, proc, ledger = start(tmp_path, server, mode)
     assert server.wait_for(k, timeout=60), "the run never reached the kill point"
@@ -129,18 +150,27 @@ def test_kill_mid_agent(tmp_path: Path, server: FakeServer, reference: Callable[
     assert hit["lost_in_flight"] >= 1, "the kill was meant to land while a call was in flight"
     assert in_flight not in hit["completed"]
     if in_flight == "planner":
-        assert set(hit["completed"]) == {"research-code", "research-docs", "research-task",
-                                         "findings"}  # fmt: skip
+        assert set(hit["completed"]) == {
+            "research-code",
+            "research-docs",
+            "research-task",
+            "findings",
+        }
 
 
 @pytest.mark.slow  # ~6 s: SIGKILL and resume, real subprocesses
-def test_kill_between_phases(tmp_path: Path, server: FakeServer,
-                             reference: Callable[[str], Reference]) -> None:  # fmt: skip
+def test_kill_between_phases(
+    tmp_path: Path, server: FakeServer, reference: Callable[[str], Reference]
+) -> None:
     """Kill as soon as the audit log shows research complete (its commit is about to run)."""
     ref = reference("agent")
     ws, proc, ledger = start(tmp_path, server, "agent")
-    done = wait_until(lambda: any(e["type"] == "phase_completed" and e["phase"] == "research"
-                                  for e in events(ws)), proc)  # fmt: skip
+    done = wait_until(
+        lambda: any(
+            e["type"] == "phase_completed" and e["phase"] == "research" for e in events(ws)
+        ),
+        proc,
+    )
     assert done, "research never completed"
     hit = crash_and_resume(ws, proc, ledger, server, ref)
     assert {"research-code", "research-docs", "research-task"} <= set(hit["completed"])
@@ -157,8 +187,9 @@ exit 0
 
 
 @pytest.mark.slow  # ~7 s: SIGKILL and resume, real subprocesses
-def test_kill_during_commit(tmp_path: Path, server: FakeServer,
-                            reference: Callable[[str], Reference]) -> None:  # fmt: skip
+def test_kill_during_commit(
+    tmp_path: Path, server: FakeServer, reference: Callable[[str], Reference]
+) -> None:
     """SIGKILL the whole process group while `git update-ref` holds its ref locks for the
     per-agent checkpoint of `findings`: the commit object exists, the refs are locked."""
     ref = reference("agent")

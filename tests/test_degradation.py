@@ -29,10 +29,13 @@ def three_agents(tmp_path: Path, phase_extra: str) -> str:
     )
     path = tmp_path / "degrade.yaml"
     path.write_text(
-        "name: degrade\nphases:\n  - name: gather\n" + phase_extra + "    agents:\n" + agents
+        "name: degrade\nphases:\n  - name: gather\n"
+        + phase_extra
+        + "    agents:\n"
+        + agents
         + "  - name: combine\n    agents:\n      - name: combiner\n"
         f"        role: {COMBINER}\n        prompt: 'Combine: {{{{gather}}}}'\n"
-    )  # fmt: skip
+    )
     return str(path)
 
 
@@ -54,15 +57,22 @@ def test_failed_agent_is_left_out_or_reported(
     tmp_path: Path, fake_server: FakeServer, policy: str
 ) -> None:
     beta_always_401(fake_server)
-    result = run(tmp_path, fake_server, three_agents(tmp_path, f"    on_agent_failure: {policy}\n"),
-                 settings())  # fmt: skip
+    result = run(
+        tmp_path,
+        fake_server,
+        three_agents(tmp_path, f"    on_agent_failure: {policy}\n"),
+        settings(),
+    )
     assert result.outcome.status == "completed", result.outcome.error
     assert result.outcome.exit_code == 0
     assert len(of(fake_server, "You are agent beta")) == 1  # config error: no retry
     (failed,) = result.typed("agent_failed")
     assert (failed.agent, failed.category, failed.code, failed.skipped) == (
-        "beta", "config", "PLINY-CONFIG-AUTH", True,
-    )  # fmt: skip
+        "beta",
+        "config",
+        "PLINY-CONFIG-AUTH",
+        True,
+    )
     gather = next(e for e in result.typed("phase_completed") if e.phase == "gather")
     assert (gather.succeeded, gather.failed) == (2, 1)
     (combiner,) = of(fake_server, COMBINER)
@@ -106,7 +116,6 @@ def test_min_successful_agents_fails_the_phase(tmp_path: Path, fake_server: Fake
     assert not of(fake_server, COMBINER)
 
 
-  # fmt: skip
 def test_phase_failure_names_the_failed_agent(tmp_path: Path, fake_server: FakeServer) -> None:
     beta_always_401(fake_server)
     extra = "    on_agent_failure: skip\n    min_successful_agents: 3\n"
@@ -114,7 +123,6 @@ def test_phase_failure_names_the_failed_agent(tmp_path: Path, fake_server: FakeS
     assert "beta" in str(result.outcome.error) and "PLINY-CONFIG-AUTH" in str(result.outcome.error)
 
 
-  # fmt: skip
 def test_resume_after_phase_failure_retries_the_failed_agent(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
@@ -129,8 +137,9 @@ def test_resume_after_phase_failure_retries_the_failed_agent(
 
 def test_skip_still_needs_one_success(tmp_path: Path, fake_server: FakeServer) -> None:
     fake_server.fail(401, system="You are agent")
-    result = run(tmp_path, fake_server, three_agents(tmp_path, "    on_agent_failure: skip\n"),
-                 settings())  # fmt: skip
+    result = run(
+        tmp_path, fake_server, three_agents(tmp_path, "    on_agent_failure: skip\n"), settings()
+    )
     assert result.outcome.status == "failed"
     assert "0/3 agents succeeded" in str(result.outcome.error)
     assert len(result.typed("agent_failed")) == 3

@@ -42,8 +42,11 @@ FINDINGS = "FINDINGS: add a cheap /health route."
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -103,8 +106,9 @@ def test_disk_full_on_the_audit_log_never_records_a_paid_call_at_zero(
     init_workspace(ws)
     with tmpfs(ws / "audit-logs", "2m") as audit_dir:
         state: dict[str, Any] = {}
-        fake_server.script(system="lead analyst", reply=filling_reply(audit_dir, state),
-                           response_id=FINDINGS_ID)  # fmt: skip
+        fake_server.script(
+            system="lead analyst", reply=filling_reply(audit_dir, state), response_id=FINDINGS_ID
+        )
         script(fake_server)
         create_session(ws, fake_server)
         failed = run(ws, fake_server, *execute_args(SESSION, "phase"))

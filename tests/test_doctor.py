@@ -14,8 +14,18 @@ import pytest
 from pliny.doctor import diagnose
 
 SECRET = "sk-doctor-0123456789abcdef"
-EXPECTED = {"python", "config", "endpoint", "embedded model", "llama-cpp", "tokens", "git",
-            "workspace", "git repository", ".pliny"}
+EXPECTED = {
+    "python",
+    "config",
+    "endpoint",
+    "embedded model",
+    "llama-cpp",
+    "tokens",
+    "git",
+    "workspace",
+    "git repository",
+    ".pliny",
+}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -23,10 +33,20 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _doctor(workspace: Path, *args: str, env: dict[str, str] | None = None,
-            ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from pliny.cli import main; main()", "doctor",
-           "--workspace", str(workspace), *args]
+def _doctor(
+    workspace: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        "-c",
+        "from pliny.cli import main; main()",
+        "doctor",
+        "--workspace",
+        str(workspace),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env or _env())
 
 
@@ -36,8 +56,13 @@ def _checks(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-c", "user.name=T", "-c", "user.email=t@example.com",
-                           *args], cwd=cwd, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @pytest.fixture

@@ -43,8 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]
 
 
 def _client(srv: EmbeddedServer, key: str | None = None) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=srv.base_url, api_key=key or srv.api_key, max_retries=0,
-                       timeout=60)
+    return AsyncOpenAI(base_url=srv.base_url, api_key=key or srv.api_key, max_retries=0, timeout=60)
 
 
 def _gone(pid: int) -> bool:
@@ -76,7 +75,8 @@ def _llama_children() -> list[psutil.Process]:
 def test_chat_through_the_openai_sdk_returns_text_and_usage(server: EmbeddedServer) -> None:
     async def call():  # type: ignore[no-untyped-def]
         return await _client(server).chat.completions.create(
-            model=server.model_alias, messages=PROMPT, max_tokens=16, temperature=0)
+            model=server.model_alias, messages=PROMPT, max_tokens=16, temperature=0
+        )
 
     reply = asyncio.run(call())
     assert reply.choices[0].message.content.strip()
@@ -104,8 +104,8 @@ def test_a_queued_request_does_not_cut_a_streaming_one(server: EmbeddedServer) -
     async def stream() -> str | None:
         finish = None
         chunks = await client.chat.completions.create(
-            model=server.model_alias, messages=PROMPT, max_tokens=16, stream=True,
-            temperature=0)
+            model=server.model_alias, messages=PROMPT, max_tokens=16, stream=True, temperature=0
+        )
         async for chunk in chunks:
             if chunk.choices and chunk.choices[0].finish_reason:
                 finish = chunk.choices[0].finish_reason
@@ -114,7 +114,8 @@ def test_a_queued_request_does_not_cut_a_streaming_one(server: EmbeddedServer) -
     async def other() -> int:
         await asyncio.sleep(0.05)
         reply = await client.chat.completions.create(
-            model=server.model_alias, messages=PROMPT, max_tokens=4)
+            model=server.model_alias, messages=PROMPT, max_tokens=4
+        )
         return reply.usage.completion_tokens
 
     async def both():  # type: ignore[no-untyped-def]
@@ -159,8 +160,9 @@ time.sleep(120)
 def _parent_with_server(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(PARENT))
-    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "log")],
-                              stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "log")], stdout=subprocess.PIPE, text=True
+    )
     assert parent.stdout is not None
     line = parent.stdout.readline()
     assert line.strip().isdigit(), f"parent did not report a server pid (rc={parent.poll()})"
@@ -200,8 +202,9 @@ def test_bogus_model_fails_with_the_log_tail_and_leaves_no_process(tmp_path: Pat
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"GGUF" + os.urandom(4096))
     before = {p.pid for p in _llama_children()}  # the module's server may be running
-    srv = EmbeddedServer(LocalModel(model_path=str(bogus), startup_timeout=60),
-                         log_dir=tmp_path / "log")
+    srv = EmbeddedServer(
+        LocalModel(model_path=str(bogus), startup_timeout=60), log_dir=tmp_path / "log"
+    )
     with pytest.raises(SystemFailure) as err:
         srv.start()
     message = str(err.value)

@@ -25,7 +25,11 @@ def test_nothing_configured_uses_the_embedded_model() -> None:
 def test_api_key_in_env_selects_openai() -> None:
     choice = resolve(LLMSettings(model="gpt-4o"), {"OPENAI_API_KEY": SECRET})
     assert (choice.kind, choice.base_url, choice.api_key, choice.model) == (
-        "remote", None, SECRET, "gpt-4o")
+        "remote",
+        None,
+        SECRET,
+        "gpt-4o",
+    )
     assert choice.single_stream is False
     assert choice.host == "api.openai.com"
     assert "OPENAI_API_KEY" in choice.reason
@@ -97,10 +101,15 @@ def test_key_never_appears_in_repr_or_public_view() -> None:
 
 def test_workspace_config_file_drives_the_choice(tmp_path: Path) -> None:
     (tmp_path / "pliny.yaml").write_text(
-        "llm:\n  base_url: http://gpu-box:8000/v1\n  model: qwen2.5\n  api_key_env: GPU_KEY\n")
+        "llm:\n  base_url: http://gpu-box:8000/v1\n  model: qwen2.5\n  api_key_env: GPU_KEY\n"
+    )
     choice = resolve(load_settings(tmp_path).llm, {"GPU_KEY": SECRET})
     assert (choice.kind, choice.base_url, choice.model, choice.api_key) == (
-        "remote", "http://gpu-box:8000/v1", "qwen2.5", SECRET)
+        "remote",
+        "http://gpu-box:8000/v1",
+        "qwen2.5",
+        SECRET,
+    )
 
 
 def test_local_model_name_follows_a_custom_gguf() -> None:

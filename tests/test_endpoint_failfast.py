@@ -46,8 +46,17 @@ def network_budget() -> float:
 # -- malformed base URLs: exit 2 at once, nothing created, nothing sent ------------------
 
 
-@pytest.mark.parametrize("url", ["htp://x", "localhost:8000", "http://", "http://:8000/v1",
-                                 "127.0.0.1:{port}/v1", "http://127.0.0.1:99999/v1"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "htp://x",
+        "localhost:8000",
+        "http://",
+        "http://:8000/v1",
+        "127.0.0.1:{port}/v1",
+        "http://127.0.0.1:99999/v1",
+    ],
+)
 def test_malformed_base_url_in_the_config_is_exit_2_at_once(
     tmp_path: Path, fake_server: FakeServer, url: str
 ) -> None:

@@ -27,8 +27,10 @@ RESEARCHERS = {
     "research-docs": "You are a documentation researcher",
     "research-task": "You are a requirements analyst",
 }
-FINDINGS, PLANNER, EXECUTOR = "You are a lead analyst", "You are a solution designer", (
-    "You are a careful implementer"
+FINDINGS, PLANNER, EXECUTOR = (
+    "You are a lead analyst",
+    "You are a solution designer",
+    ("You are a careful implementer"),
 )
 ANALYST, EVALUATOR = "You are an analyst", "You are a strict reviewer"
 RISE_AGENTS = {
@@ -51,17 +53,33 @@ def env(server: FakeServer) -> dict[str, str]:
     return {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
 
 
-def run(ws: Path, server: FakeServer, framework: str = "rise", task: str = "Summarise the repo",
-        **kw: Any) -> tuple[Outcome, list[Event]]:  # fmt: skip
+def run(
+    ws: Path,
+    server: FakeServer,
+    framework: str = "rise",
+    task: str = "Summarise the repo",
+    **kw: Any,
+) -> tuple[Outcome, list[Event]]:
     events: list[Event] = []
-    opts = RunOptions(workspace=ws, framework=framework, task=task, listeners=[events.append],
-                      env=env(server), **kw)  # fmt: skip
+    opts = RunOptions(
+        workspace=ws,
+        framework=framework,
+        task=task,
+        listeners=[events.append],
+        env=env(server),
+        **kw,
+    )
     return asyncio.run(execute(opts)), events
 
 
 def refs(ws: Path) -> set[str]:
-    out = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/pliny/"], cwd=ws,
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/pliny/"],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return set(out.split())
 
 
@@ -89,9 +107,12 @@ def verdict(kind: str, feedback: str = "1. fine") -> dict[str, Any]:
     [("rise", RISE_AGENTS, "DELIVERABLE.md"), ("care", CARE_AGENTS, "RESPONSE.md")],
 )
 def test_builtin_framework_end_to_end(
-    tmp_path: Path, fake_server: FakeServer, name: str, agents: dict[str, list[str]],
+    tmp_path: Path,
+    fake_server: FakeServer,
+    name: str,
+    agents: dict[str, list[str]],
     deliverable: str,
-) -> None:  # fmt: skip
+) -> None:
     fake_server.script(system=EVALUATOR, json=verdict("accept"))
     outcome, _ = run(tmp_path, fake_server, name)
     assert outcome.status == "completed", outcome.error
@@ -110,9 +131,7 @@ def test_builtin_framework_end_to_end(
     assert logged[-1].type == "session_completed"
     sent = [e for e in logged if e.type == "llm_call" and not e.replayed]
     assert len(sent) == len(fake_server.requests) >= sum(map(len, agents.values()))
-    assert {e.request_id for e in sent} == {
-        f"chatcmpl-fake{r.id}" for r in fake_server.requests
-    }
+    assert {e.request_id for e in sent} == {f"chatcmpl-fake{r.id}" for r in fake_server.requests}
 
 
 def test_later_prompts_contain_earlier_outputs(tmp_path: Path, fake_server: FakeServer) -> None:
@@ -123,8 +142,12 @@ def test_later_prompts_contain_earlier_outputs(tmp_path: Path, fake_server: Fake
         (request,) = of(fake_server, system)
         reply = P.default_reply(request.body)
         assert reply in findings.last_user, agent
-        assert reply == (tmp_path / "pliny-runs" / outcome.session.id / "research"
-                         / f"{agent}.md").read_text()  # fmt: skip
+        assert (
+            reply
+            == (
+                tmp_path / "pliny-runs" / outcome.session.id / "research" / f"{agent}.md"
+            ).read_text()
+        )
     (planner,) = of(fake_server, PLANNER)
     assert P.default_reply(findings.body) in planner.last_user
     (executor, *_) = of(fake_server, EXECUTOR)
@@ -208,8 +231,10 @@ def test_care_loop_stops_at_max_cycles(tmp_path: Path, fake_server: FakeServer) 
     sid = outcome.session.id
     runs = tmp_path / "pliny-runs" / sid / "analyze"
     assert sorted(p.name for p in runs.iterdir()) == [
-        "analyst.cycle2.md", "analyst.cycle3.md", "analyst.md",
-    ]  # fmt: skip
+        "analyst.cycle2.md",
+        "analyst.cycle3.md",
+        "analyst.md",
+    ]
     assert {f"refs/pliny/{sid}/checkpoints/after-analyze-{n}" for n in (2, 3)} <= refs(tmp_path)
     assert typed(events, "phase_completed")[-1].next == "end"
 
@@ -234,8 +259,10 @@ def test_invalid_json_is_reasked_then_accepted(tmp_path: Path, fake_server: Fake
     assert outcome.status == "completed", outcome.error
     (retry,) = typed(events, "retry")
     assert (retry.agent, retry.category, retry.code) == (
-        "evaluator", "validation", "PLINY-VALIDATION-SCHEMA",
-    )  # fmt: skip
+        "evaluator",
+        "validation",
+        "PLINY-VALIDATION-SCHEMA",
+    )
     first, second = of(fake_server, EVALUATOR)
     assert "does not match the required JSON Schema" in second.last_user
     assert "not valid JSON" in second.last_user
@@ -249,8 +276,10 @@ def test_always_invalid_json_fails_the_agent(tmp_path: Path, fake_server: FakeSe
     assert outcome.error is not None and outcome.error.code == "PLINY-VALIDATION-SCHEMA"
     (failed,) = typed(events, "agent_failed")
     assert (failed.agent, failed.code, failed.category) == (
-        "evaluator", "PLINY-VALIDATION-SCHEMA", "validation",
-    )  # fmt: skip
+        "evaluator",
+        "PLINY-VALIDATION-SCHEMA",
+        "validation",
+    )
     assert len(of(fake_server, EVALUATOR)) == 3  # first answer + validation.max_retries (2)
     assert [e.attempt for e in typed(events, "retry")] == [1, 2]
     assert outcome.session.status == "failed"
@@ -262,10 +291,14 @@ def test_always_invalid_json_fails_the_agent(tmp_path: Path, fake_server: FakeSe
 def test_api_run_calls_the_callbacks(tmp_path: Path, fake_server: FakeServer) -> None:
     seen: dict[str, list[Event]] = {"phase": [], "agent": [], "llm": []}
     outcome = pliny.api.run(
-        "rise", "Summarise the repo", workspace=tmp_path, env=env(fake_server),
-        on_phase_start=seen["phase"].append, on_agent_end=seen["agent"].append,
+        "rise",
+        "Summarise the repo",
+        workspace=tmp_path,
+        env=env(fake_server),
+        on_phase_start=seen["phase"].append,
+        on_agent_end=seen["agent"].append,
         on_llm_call=seen["llm"].append,
-    )  # fmt: skip
+    )
     assert outcome.status == "completed", outcome.error
     assert [e.phase for e in seen["phase"]] == list(RISE_AGENTS)
     assert sorted(e.agent for e in seen["agent"]) == sorted(sum(RISE_AGENTS.values(), []))
@@ -277,8 +310,12 @@ def test_api_stream_yields_every_event_in_order(tmp_path: Path, fake_server: Fak
     fake_server.script(system=EVALUATOR, json=verdict("accept"))
 
     async def collect() -> list[Event]:
-        return [e async for e in pliny.api.stream("care", "Answer it", workspace=tmp_path,
-                                                  env=env(fake_server))]  # fmt: skip
+        return [
+            e
+            async for e in pliny.api.stream(
+                "care", "Answer it", workspace=tmp_path, env=env(fake_server)
+            )
+        ]
 
     streamed = asyncio.run(collect())
     assert streamed[-1].type == "session_completed"

@@ -82,6 +82,7 @@ def executor_name(temporal: DevServer, _thread_worker: str, monkeypatch: pytest.
 
 # -- separate processes: what only distribution adds ------------------------------------
 
+
 def _env(fake: FakeServer, key: str = "sk-test", **extra: str) -> dict[str, str]:
     return {
         **os.environ,

@@ -38,8 +38,10 @@ def ask(server: FakeServer, messages: list[dict[str, Any]] | None = None, **kw: 
 # ---- replies ---------------------------------------------------------------------------
 def test_default_reply_is_deterministic_and_tracks_history(fake_server: FakeServer) -> None:
     first, again = ask(fake_server), ask(fake_server)
-    longer = ask(fake_server, USER + [{"role": "assistant", "content": "x"},
-                                      {"role": "user", "content": "Hi there"}])
+    longer = ask(
+        fake_server,
+        USER + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "Hi there"}],
+    )
     text = first.choices[0].message.content
     assert text == again.choices[0].message.content
     assert text == P.default_reply({"model": "m", "messages": USER})
@@ -89,8 +91,10 @@ def test_rules_match_in_order_and_run_out(fake_server: FakeServer) -> None:
 
 
 def test_tool_calls_parse_into_sdk_objects(fake_server: FakeServer) -> None:
-    calls = [{"name": "write_file", "arguments": {"path": "out.md", "content": "# Done"}},
-             {"name": "list_files", "arguments": {}}]
+    calls = [
+        {"name": "write_file", "arguments": {"path": "out.md", "content": "# Done"}},
+        {"name": "list_files", "arguments": {}},
+    ]
     fake_server.script(tool_calls=calls, times=2)
     msg = ask(fake_server).choices[0]
     assert msg.finish_reason == "tool_calls" and msg.message.content is None
@@ -112,7 +116,8 @@ class Verdict(BaseModel):
 def test_json_content_parses_with_sdk_structured_output(fake_server: FakeServer) -> None:
     fake_server.script(json={"verdict": "accept", "score": 7})
     parsed = client(fake_server).chat.completions.parse(
-        model="m", messages=USER, response_format=Verdict)
+        model="m", messages=USER, response_format=Verdict
+    )
     assert parsed.choices[0].message.parsed == Verdict(verdict="accept", score=7)
     assert fake_server.last.body["response_format"]["type"] == "json_schema"
 
@@ -131,7 +136,8 @@ def test_async_stream_with_usage_chunk(fake_server: FakeServer) -> None:
     async def run() -> list[Any]:
         async with AsyncOpenAI(base_url=fake_server.base_url, api_key="k", max_retries=0) as c:
             stream = await c.chat.completions.create(
-                model="m", messages=USER, stream=True, stream_options={"include_usage": True})
+                model="m", messages=USER, stream=True, stream_options={"include_usage": True}
+            )
             return [chunk async for chunk in stream]
 
     chunks = asyncio.run(run())
@@ -143,18 +149,22 @@ def test_async_stream_with_usage_chunk(fake_server: FakeServer) -> None:
 
 
 # ---- faults ----------------------------------------------------------------------------
-@pytest.mark.parametrize(("status", "code", "exc"), [
-    (400, "context_length_exceeded", openai.BadRequestError),
-    (401, "invalid_api_key", openai.AuthenticationError),
-    (403, "permission_denied", openai.PermissionDeniedError),
-    (404, "model_not_found", openai.NotFoundError),
-    (429, "rate_limit_exceeded", openai.RateLimitError),
-    (500, None, openai.InternalServerError),
-    (502, "bad_gateway", openai.InternalServerError),
-    (503, "service_unavailable", openai.InternalServerError),
-])
-def test_status_faults_map_to_sdk_errors(fake_server: FakeServer, status: int, code: str | None,
-                                         exc: type[openai.APIStatusError]) -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "exc"),
+    [
+        (400, "context_length_exceeded", openai.BadRequestError),
+        (401, "invalid_api_key", openai.AuthenticationError),
+        (403, "permission_denied", openai.PermissionDeniedError),
+        (404, "model_not_found", openai.NotFoundError),
+        (429, "rate_limit_exceeded", openai.RateLimitError),
+        (500, None, openai.InternalServerError),
+        (502, "bad_gateway", openai.InternalServerError),
+        (503, "service_unavailable", openai.InternalServerError),
+    ],
+)
+def test_status_faults_map_to_sdk_errors(
+    fake_server: FakeServer, status: int, code: str | None, exc: type[openai.APIStatusError]
+) -> None:
     fake_server.fail(status, code=code, retry_after=1.5)
     with pytest.raises(exc) as info:
         ask(fake_server)
@@ -197,8 +207,9 @@ def test_hang_times_out_without_blocking_others(fake_server: FakeServer) -> None
 def test_reset_wakes_hung_handlers(fake_server: FakeServer) -> None:
     fake_server.fail("hang", reply="late")
     result: list[str] = []
-    t = threading.Thread(target=lambda: result.append(
-        ask(fake_server, timeout=30).choices[0].message.content))
+    t = threading.Thread(
+        target=lambda: result.append(ask(fake_server, timeout=30).choices[0].message.content)
+    )
     t.start()
     assert fake_server.wait_for(1, timeout=5)
     fake_server.reset()
@@ -212,8 +223,10 @@ def test_drop_closes_connection_without_response(fake_server: FakeServer) -> Non
         ask(fake_server)
     assert not isinstance(info.value, openai.APITimeoutError)
     body = json.dumps({"model": "m", "messages": USER}).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        f"\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     host, port = fake_server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(head + body)
@@ -274,9 +287,14 @@ def test_concurrent_requests_overlap(fake_server: FakeServer) -> None:
     async def run() -> float:
         async with AsyncOpenAI(base_url=fake_server.base_url, api_key="k", max_retries=0) as c:
             started = time.monotonic()
-            await asyncio.gather(*(c.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": f"agent {i}"}])
-                for i in range(4)))
+            await asyncio.gather(
+                *(
+                    c.chat.completions.create(
+                        model="m", messages=[{"role": "user", "content": f"agent {i}"}]
+                    )
+                    for i in range(4)
+                )
+            )
             return time.monotonic() - started
 
     elapsed = asyncio.run(run())
@@ -332,8 +350,16 @@ def test_models_health_and_bad_request(fake_server: FakeServer) -> None:
 
 
 def test_standalone_process() -> None:
-    cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency-ms", "10",
-           "--no-usage"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.fakeserver",
+        "--port",
+        "0",
+        "--latency-ms",
+        "10",
+        "--no-usage",
+    ]
     with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None

@@ -67,8 +67,9 @@ TOOL_TURN = {"name": "list_files", "arguments": {}}
 NET_RETRIES = 2
 
 
-def solo_framework(tmp_path: Path, *, agent_extra: str = "", phase_extra: str = "",
-                   tools: str = "[list_files]") -> str:  # fmt: skip
+def solo_framework(
+    tmp_path: Path, *, agent_extra: str = "", phase_extra: str = "", tools: str = "[list_files]"
+) -> str:
     """A one-phase, one-agent framework file; extra YAML is indented into place."""
     path = tmp_path / "solo.yaml"
     path.write_text(
@@ -83,8 +84,9 @@ def env(server: FakeServer) -> dict[str, str]:
     return {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
 
 
-def settings(*, timeout: float = 10.0, fallback: list[str] | None = None,
-             **strategies: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def settings(
+    *, timeout: float = 10.0, fallback: list[str] | None = None, **strategies: dict[str, Any]
+) -> dict[str, Any]:
     network = {"max_retries": NET_RETRIES, "initial_delay": 10, "jitter": False}
     return {
         "llm": {"model": "fake-model", "timeout": timeout, "fallback_models": fallback or []},
@@ -105,12 +107,23 @@ class Run:
         return [e for e in self.events[starts[-1] :] if e.type == kind]
 
 
-def run(ws: Path, server: FakeServer, framework: str | None = None,
-        overrides: dict[str, Any] | None = None, session: str | None = None,
-        listeners: list[Callable[[Event], None]] | None = None) -> Run:  # fmt: skip
-    opts = RunOptions(workspace=ws, framework=framework, task=None if session else "fix it",
-                      session_id=session, overrides=overrides or {}, env=env(server),
-                      listeners=listeners or [])  # fmt: skip
+def run(
+    ws: Path,
+    server: FakeServer,
+    framework: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    session: str | None = None,
+    listeners: list[Callable[[Event], None]] | None = None,
+) -> Run:
+    opts = RunOptions(
+        workspace=ws,
+        framework=framework,
+        task=None if session else "fix it",
+        session_id=session,
+        overrides=overrides or {},
+        env=env(server),
+        listeners=listeners or [],
+    )
     outcome = asyncio.run(execute(opts))
     return Run(outcome, read_events(ws / "audit-logs" / f"{outcome.session.id}.jsonl"))
 
@@ -142,11 +155,12 @@ NETWORK_FAULTS = [
     Fault("hang", "hang", "network", "PLINY-NET-TIMEOUT", 3, timeout=0.3),
     Fault("drop", "drop", "network", "PLINY-NET-DROPPED", 3),
     Fault("not-json", "not_json", "network", "PLINY-NET-BAD-RESPONSE", 3),
-    Fault("html", "not_json", "network", "PLINY-NET-BAD-RESPONSE", 3,
-          {"content_type": "text/html"}),
+    Fault(
+        "html", "not_json", "network", "PLINY-NET-BAD-RESPONSE", 3, {"content_type": "text/html"}
+    ),
     Fault("cut-body", "truncated_stream", "network", "PLINY-NET-DROPPED", 3),
     Fault("incomplete-body", "incomplete_stream", "network", "PLINY-NET-BAD-RESPONSE", 3),
-]  # fmt: skip
+]
 AUTH = Fault("401", 401, "config", "PLINY-CONFIG-AUTH", 1)
 
 
@@ -174,8 +188,11 @@ def test_persistent_fault_fails_clearly_and_resumes(
     ]
     (failed,) = first.typed("agent_failed")
     assert (failed.agent, failed.category, failed.code, failed.attempts) == (
-        "worker", fault.category, fault.code, fault.attempts,
-    )  # fmt: skip
+        "worker",
+        fault.category,
+        fault.code,
+        fault.attempts,
+    )
     assert (out.status, out.exit_code) == ("failed", 1)
     assert SessionStore(tmp_path).load(out.session.id).status == "failed"
     (ended,) = first.typed("session_failed")
@@ -200,8 +217,9 @@ def test_transient_fault_succeeds_on_the_third_attempt(
     tmp_path: Path, fake_server: FakeServer, fault: Fault
 ) -> None:
     fake_server.fail(fault.what, times=2, **fault.kw)
-    result = run(tmp_path, fake_server, solo_framework(tmp_path, tools="[]"),
-                 settings(timeout=fault.timeout))  # fmt: skip
+    result = run(
+        tmp_path, fake_server, solo_framework(tmp_path, tools="[]"), settings(timeout=fault.timeout)
+    )
     assert result.outcome.status == "completed", result.outcome.error
     assert [r.outcome for r in fake_server.requests][2] == "reply"
     assert len(fake_server.requests) == 3
@@ -227,20 +245,26 @@ def test_retry_after_is_waited_for(tmp_path: Path, fake_server: FakeServer) -> N
 # -- AI category: the fallback model ----------------------------------------------
 
 
-@pytest.mark.parametrize(("fault", "code"), [("context_length", "PLINY-AI-CONTEXT-LENGTH"),
-                                             ("empty", "PLINY-AI-EMPTY")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fault", "code"), [("context_length", "PLINY-AI-CONTEXT-LENGTH"), ("empty", "PLINY-AI-EMPTY")]
+)
 def test_ai_failure_switches_to_the_fallback_model(
     tmp_path: Path, fake_server: FakeServer, fault: str, code: str
 ) -> None:
     fake_server.fail(fault, model="fake-model")
-    result = run(tmp_path, fake_server, solo_framework(tmp_path, tools="[]"),
-                 settings(fallback=["fallback-model"]))  # fmt: skip
+    result = run(
+        tmp_path,
+        fake_server,
+        solo_framework(tmp_path, tools="[]"),
+        settings(fallback=["fallback-model"]),
+    )
     assert result.outcome.status == "completed", result.outcome.error
     assert [r.model for r in fake_server.requests].count("fallback-model") == 1
     assert fake_server.last.model == "fallback-model"
     assert {r.outcome for r in fake_server.requests if r.model == "fake-model"} <= {
-        "status:400", "empty",
-    }  # fmt: skip
+        "status:400",
+        "empty",
+    }
     assert {(e.category, e.code) for e in result.typed("retry")} <= {("ai", code)}
     (switch,) = result.typed("error")
     assert (switch.category, switch.code, switch.recoverable) == ("ai", code, True)
@@ -256,13 +280,16 @@ def test_ai_failure_switches_to_the_fallback_model(
     assert saved.startswith("[fake:fallback-model]")
 
 
-  # fmt: skip
 def test_context_length_is_not_resent_to_the_same_model(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
     fake_server.fail("context_length", model="fake-model")
-    result = run(tmp_path, fake_server, solo_framework(tmp_path, tools="[]"),
-                 settings(fallback=["fallback-model"]))  # fmt: skip
+    result = run(
+        tmp_path,
+        fake_server,
+        solo_framework(tmp_path, tools="[]"),
+        settings(fallback=["fallback-model"]),
+    )
     assert result.outcome.status == "completed"
     assert [r.model for r in fake_server.requests] == ["fake-model", "fallback-model"]
 
@@ -275,8 +302,9 @@ def test_context_length_without_fallback_says_what_to_do(
     out = result.outcome
     assert (out.status, out.exit_code) == ("failed", 1)
     assert out.error is not None and (out.error.category, out.error.code) == (
-        "ai", "PLINY-AI-CONTEXT-LENGTH",
-    )  # fmt: skip
+        "ai",
+        "PLINY-AI-CONTEXT-LENGTH",
+    )
     assert len(fake_server.requests) == 2  # ai.max_retries 1 (default)
     assert "llm.fallback_models" in str(out.error) and "worker" in str(out.error)
 
@@ -289,17 +317,22 @@ SCHEMA = (
 )
 
 
-@pytest.mark.parametrize(("bad", "problem"), [
-    ({"reply": "Sure! Here it is."}, "not valid JSON"),
-    ({"json": {"answer": 5}}, "answer: 5 is not of type 'string'"),
-], ids=["prose", "wrong-type"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ({"reply": "Sure! Here it is."}, "not valid JSON"),
+        ({"json": {"answer": 5}}, "answer: 5 is not of type 'string'"),
+    ],
+    ids=["prose", "wrong-type"],
+)
 def test_invalid_structured_answer_is_reasked(
     tmp_path: Path, fake_server: FakeServer, bad: dict[str, Any], problem: str
 ) -> None:
     fake_server.script(times=1, **bad)
     fake_server.script(json={"answer": "fixed"})
-    result = run(tmp_path, fake_server, solo_framework(tmp_path, tools="[]", agent_extra=SCHEMA),
-                 settings())  # fmt: skip
+    result = run(
+        tmp_path, fake_server, solo_framework(tmp_path, tools="[]", agent_extra=SCHEMA), settings()
+    )
     assert result.outcome.status == "completed", result.outcome.error
     first, second = fake_server.requests
     assert problem in second.last_user and problem not in first.last_user
@@ -315,8 +348,9 @@ def test_invalid_structured_answer_is_reasked(
 
 
 def test_tool_error_is_fed_back_to_the_model(tmp_path: Path, fake_server: FakeServer) -> None:
-    fake_server.script(tool_calls=[{"name": "read_file", "arguments": {"path": "missing.txt"}}],
-                       times=1)  # fmt: skip
+    fake_server.script(
+        tool_calls=[{"name": "read_file", "arguments": {"path": "missing.txt"}}], times=1
+    )
     result = run(tmp_path, fake_server, solo_framework(tmp_path, tools="[read_file]"), settings())
     assert result.outcome.status == "completed", result.outcome.error
     _, answered = fake_server.requests
@@ -331,8 +365,9 @@ def test_repeated_tool_errors_fail_the_agent_as_tool(
 ) -> None:
     fake_server.script(tool_calls=[{"name": "read_file", "arguments": {"path": "missing.txt"}}])
     tool = {"max_retries": 1, "backoff": "constant", "initial_delay": 0}
-    result = run(tmp_path, fake_server, solo_framework(tmp_path, tools="[read_file]"),
-                 settings(tool=tool))  # fmt: skip
+    result = run(
+        tmp_path, fake_server, solo_framework(tmp_path, tools="[read_file]"), settings(tool=tool)
+    )
     out = result.outcome
     assert (out.status, out.exit_code) == ("failed", 1)
     assert len(fake_server.requests) == 2  # the first error is fed back, the second is one too many
@@ -348,15 +383,28 @@ def test_audit_summary_counts_retries_per_category(tmp_path: Path, fake_server: 
     fake_server.fail(503, times=2)
     fake_server.script(reply="not json", times=1)
     fake_server.script(json={"answer": "ok"})
-    result = run(tmp_path, fake_server, solo_framework(tmp_path, tools="[]", agent_extra=SCHEMA),
-                 settings())  # fmt: skip
+    result = run(
+        tmp_path, fake_server, solo_framework(tmp_path, tools="[]", agent_extra=SCHEMA), settings()
+    )
     assert result.outcome.status == "completed", result.outcome.error
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     proc = subprocess.run(
-        [sys.executable, "-c", "from pliny.cli import main; main()", "audit", "summary",
-         result.outcome.session.id, "--json", "-w", str(tmp_path)],
-        capture_output=True, text=True, env=child_env, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from pliny.cli import main; main()",
+            "audit",
+            "summary",
+            result.outcome.session.id,
+            "--json",
+            "-w",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["totals"]["retries"] == {"network": 2, "validation": 1}

@@ -27,7 +27,7 @@ from bench.crashkit import (
     events,
     git,
     init_workspace,
-    journal_hashes,  # fmt: skip
+    journal_hashes,
     run,
     spawn,
     state,
@@ -81,8 +81,9 @@ def tiny(ws: Path, cache: bool = False) -> str:
 
 def options(ws: Path, server: FakeServer, framework: str, name: str, **kw: Any) -> RunOptions:
     kw.setdefault("overrides", NO_GIT)
-    return RunOptions(workspace=ws, framework=framework, task=TASK, name=name, env=env_for(server),
-                      **kw)  # fmt: skip
+    return RunOptions(
+        workspace=ws, framework=framework, task=TASK, name=name, env=env_for(server), **kw
+    )
 
 
 def run_inproc(ws: Path, server: FakeServer, framework: str, name: str, **kw: Any) -> str:
@@ -167,8 +168,12 @@ def test_clean_by_status_and_age(ws: Path, fake_server: FakeServer) -> None:
     age(ws, sids["done-old"])
     age(ws, sids["failed-old"])
     statuses = {name: state(ws, sid)["status"] for name, sid in sids.items()}
-    assert statuses == {"done-old": "completed", "done-new": "completed",
-                        "failed-old": "failed", "cancelled-new": "cancelled"}  # fmt: skip
+    assert statuses == {
+        "done-old": "completed",
+        "done-new": "completed",
+        "failed-old": "failed",
+        "cancelled-new": "cancelled",
+    }
 
     def left() -> set[str]:
         return {name for name, sid in sids.items() if sid in on_disk(ws)}
@@ -207,8 +212,19 @@ def test_stop_then_resume(ws: Path, fake_server: FakeServer, how: str) -> None:
     ok(ws, fake_server, "session", "start", "stop me", "--id", "stop")
     fake_server.latency_ms = 5000  # long enough that nothing else is answered before the stop
     fake_server.script(system="critic", latency_ms=0)  # answered and recorded before the stop
-    proc = spawn(ws, fake_server, "execute", "-f", fw, "-t", TASK, "--session", "stop",
-                 "--checkpoint", "none")  # fmt: skip
+    proc = spawn(
+        ws,
+        fake_server,
+        "execute",
+        "-f",
+        fw,
+        "-t",
+        TASK,
+        "--session",
+        "stop",
+        "--checkpoint",
+        "none",
+    )
     try:
         busy = lambda: fake_server.in_flight >= 2 and bool(journal_hashes(ws, "stop"))  # noqa: E731
         assert wait_until(busy, proc, 60, 0.05)
@@ -245,8 +261,22 @@ def test_timeout_fails_the_session_resumably(ws: Path, fake_server: FakeServer) 
     fw = tiny(ws)
     ok(ws, fake_server, "session", "start", "slow", "--id", "slow")
     fake_server.latency_ms = 2000
-    proc = run(ws, fake_server, "execute", "-f", fw, "-t", TASK, "--session", "slow",
-               "--timeout", "1s", "--checkpoint", "none", "--json")  # fmt: skip
+    proc = run(
+        ws,
+        fake_server,
+        "execute",
+        "-f",
+        fw,
+        "-t",
+        TASK,
+        "--session",
+        "slow",
+        "--timeout",
+        "1s",
+        "--checkpoint",
+        "none",
+        "--json",
+    )
     assert proc.returncode == 1, proc.stderr[-1500:]
     assert json.loads(proc.stdout)["error"]["code"] == "PLINY-TIMEOUT-SESSION"
     assert state(ws, "slow")["status"] == "failed"
@@ -272,8 +302,21 @@ def test_metrics_port_mid_run_and_metrics_command(ws: Path, fake_server: FakeSer
     for agent in ("gatherer", "checker", "critic"):
         fake_server.script(system=agent, latency_ms=3000)
     ok(ws, fake_server, "session", "start", "metered", "--id", "metered")
-    proc = spawn(ws, fake_server, "execute", "-f", fw, "-t", TASK, "--session", "metered",
-                 "--checkpoint", "none", "--metrics-port", str(port))  # fmt: skip
+    proc = spawn(
+        ws,
+        fake_server,
+        "execute",
+        "-f",
+        fw,
+        "-t",
+        TASK,
+        "--session",
+        "metered",
+        "--checkpoint",
+        "none",
+        "--metrics-port",
+        str(port),
+    )
     try:
         assert wait_until(lambda: fake_server.in_flight >= 3, proc, 60, 0.02)
         # Bound before the run starts, so it answers once requests are in flight.
@@ -401,10 +444,16 @@ def test_stream_yields_the_run_in_order(ws: Path, fake_server: FakeServer) -> No
 
 def test_progress_callbacks(ws: Path, fake_server: FakeServer) -> None:
     got: dict[str, list[str]] = {"phases": [], "agents": [], "calls": []}
-    outcome = api.run("rise", TASK, workspace=ws, env=env_for(fake_server), overrides=NO_GIT,
-                      on_phase_start=lambda e: got["phases"].append(e.phase),
-                      on_agent_end=lambda e: got["agents"].append(e.agent),
-                      on_llm_call=lambda e: got["calls"].append(e.agent))  # fmt: skip
+    outcome = api.run(
+        "rise",
+        TASK,
+        workspace=ws,
+        env=env_for(fake_server),
+        overrides=NO_GIT,
+        on_phase_start=lambda e: got["phases"].append(e.phase),
+        on_agent_end=lambda e: got["agents"].append(e.agent),
+        on_llm_call=lambda e: got["calls"].append(e.agent),
+    )
     assert outcome.status == "completed" and outcome.exit_code == 0
     assert got["phases"] == [p for p, _ in RISE]
     assert sorted(got["agents"]) == sorted(a for _, agents in RISE for a in agents)

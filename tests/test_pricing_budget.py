@@ -170,8 +170,14 @@ def test_old_audit_lines_without_price_source_still_load_and_summarize() -> None
 
 
 def call(phase: str, agent: str, tokens: int, cost: float | None, **kw: object) -> LLMCall:
-    return LLMCall(phase=phase, agent=agent, prompt_tokens=tokens - 50, completion_tokens=50,
-                   cost_usd=cost, **kw)  # fmt: skip
+    return LLMCall(
+        phase=phase,
+        agent=agent,
+        prompt_tokens=tokens - 50,
+        completion_tokens=50,
+        cost_usd=cost,
+        **kw,
+    )
 
 
 def test_session_token_limit_trips_at_the_right_call() -> None:

@@ -23,13 +23,37 @@ from pliny.lifecycle.runner import RunOptions
 from tests.fakeserver import FakeServer
 
 PUBLIC = {
-    "run", "arun", "stream", "load_framework", "sessions", "session", "Session", "Stream",
-    "RunKwargs", "Framework", "Outcome", "AgentTask", "Executor", "Event", "LLMCall",
-    "PhaseStarted", "AgentCompleted", "PlinyError", "ConfigError", "UsageError",
-    "BudgetExceeded", "Cancelled",
-}  # fmt: skip
-HOOKS = {"on_phase_start", "on_phase_end", "on_agent_start", "on_agent_end", "on_llm_call",
-         "on_error"}  # fmt: skip
+    "run",
+    "arun",
+    "stream",
+    "load_framework",
+    "sessions",
+    "session",
+    "Session",
+    "Stream",
+    "RunKwargs",
+    "Framework",
+    "Outcome",
+    "AgentTask",
+    "Executor",
+    "Event",
+    "LLMCall",
+    "PhaseStarted",
+    "AgentCompleted",
+    "PlinyError",
+    "ConfigError",
+    "UsageError",
+    "BudgetExceeded",
+    "Cancelled",
+}
+HOOKS = {
+    "on_phase_start",
+    "on_phase_end",
+    "on_agent_start",
+    "on_agent_end",
+    "on_llm_call",
+    "on_error",
+}
 
 
 def env(server: FakeServer) -> dict[str, str]:

@@ -70,8 +70,9 @@ def test_a_429_pauses_every_caller_until_its_retry_after() -> None:
 
     async def go() -> None:
         ticket = await limiter.acquire()
-        limiter.failure(ticket, NetworkError("rate limited", code=Code.NET_RATE_LIMIT,
-                                             retry_after=2.0))  # fmt: skip
+        limiter.failure(
+            ticket, NetworkError("rate limited", code=Code.NET_RATE_LIMIT, retry_after=2.0)
+        )
         waiting = asyncio.ensure_future(limiter.acquire())
         await asyncio.sleep(0.05)
         assert not waiting.done() and limiter.paused_until == 2.0

@@ -37,8 +37,14 @@ def cli(
     ws: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PLINY_"))}
-    return subprocess.run([PLINY, *args], cwd=ws, env=(env or base) | {"NO_COLOR": "1"},
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [PLINY, *args],
+        cwd=ws,
+        env=(env or base) | {"NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def ok(ws: Path, *args: str) -> str:
@@ -50,8 +56,14 @@ def ok(ws: Path, *args: str) -> str:
 def _run(ws: Path, server: FakeServer, framework: str, name: str) -> str:
     """One in-process run in a new session; returns the session id."""
     env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test"}
-    opts = RunOptions(workspace=ws, framework=framework, task=f"Task for {name}", name=name,
-                      overrides={"execution": {"checkpoint": "none"}}, env=env)  # fmt: skip
+    opts = RunOptions(
+        workspace=ws,
+        framework=framework,
+        task=f"Task for {name}",
+        name=name,
+        overrides={"execution": {"checkpoint": "none"}},
+        env=env,
+    )
     return asyncio.run(execute(opts)).session.id
 
 
@@ -68,8 +80,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
         info["failed_replies"] = sum(r.outcome == "reply" for r in server.requests)
         server.reset()
         verdicts = iter(["revise", "accept"])
-        server.script(system="strict reviewer", reply=lambda _body: json.dumps(
-            {"verdict": next(verdicts), "score": 5, "feedback": "1. say more"}))  # fmt: skip
+        server.script(
+            system="strict reviewer",
+            reply=lambda _body: json.dumps(
+                {"verdict": next(verdicts), "score": 5, "feedback": "1. say more"}
+            ),
+        )
         info["cycled"] = _run(ws, server, "care", "cycled")
     yield ws, info
 
@@ -82,8 +98,11 @@ def states(data: dict[str, Any]) -> dict[str, str]:
 
 
 def everything(ws: Path) -> dict[str, tuple[bytes, int]]:
-    return {p.relative_to(ws).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in ws.rglob("*") if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(ws).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in ws.rglob("*")
+        if p.is_file()
+    }
 
 
 # -- DOT and Mermaid checks --------------------------------------------------------------------
@@ -195,7 +214,11 @@ def test_cycles_of_a_revised_care_run(runs: tuple[Path, dict[str, Any]]) -> None
     data = json.loads(ok(ws, "session", "show", info["cycled"], "--format", "json"))
     assert data["status"] == "completed"
     assert {p["name"]: p["cycles"] for p in data["phases"]} == {
-        "context": 1, "analyze": 2, "respond": 2, "evaluate": 2}  # fmt: skip
+        "context": 1,
+        "analyze": 2,
+        "respond": 2,
+        "evaluate": 2,
+    }
     text = ok(ws, "session", "show", info["cycled"])
     assert re.search(r"analyze \[done\] ×2", text) and "context [done] (" in text
 

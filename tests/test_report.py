@@ -37,15 +37,21 @@ def test_totals_phases_agents_and_history(tmp_path: Path) -> None:
 
     agents = {a.name: a for a in s.agents}
     assert {n: a.status for n, a in agents.items()} == {
-        "alice": "completed", "bob": "skipped", "carol": "completed",
-    }  # fmt: skip
+        "alice": "completed",
+        "bob": "skipped",
+        "carol": "completed",
+    }
     assert (agents["alice"].duration_ms, agents["alice"].tool_calls) == (1500, 1)
     assert agents["bob"].retries == {"network": 1} and agents["bob"].errors == 1
     assert agents["carol"].phase == "identify" and agents["carol"].duration_ms == 900
 
     assert [h.type for h in s.history] == [
-        "session_started", "crash_detected", "session_resumed", "rollback", "session_completed",
-    ]  # fmt: skip
+        "session_started",
+        "crash_detected",
+        "session_resumed",
+        "rollback",
+        "session_completed",
+    ]
     assert "previous_pid=4242" in s.history[1].detail
     assert "name=after-research" in s.history[3].detail
     assert s.model_dump(mode="json")["totals"]["cost_usd"] == pytest.approx(0.03)

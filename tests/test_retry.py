@@ -85,8 +85,9 @@ def scripted(*outcomes: object):
 
 
 def run(fn, strategies, rec: Recorder, **kw):
-    return asyncio.run(call_with_retry(fn, strategies=strategies, on_retry=rec.on_retry,
-                                       sleep=rec.sleep, **kw))  # fmt: skip
+    return asyncio.run(
+        call_with_retry(fn, strategies=strategies, on_retry=rec.on_retry, sleep=rec.sleep, **kw)
+    )
 
 
 # --- delays ------------------------------------------------------------------------------------
@@ -273,8 +274,12 @@ def test_retry_info_becomes_an_audit_event():
     info = RetryInfo("network", Code.NET_SERVER, 2, 400.0, "HTTP 503")
     event = info.as_event(agent="researcher")
     assert (event.type, event.category, event.code, event.attempt, event.delay_ms) == (
-        "retry", "network", "PLINY-NET-SERVER", 2, 400.0,
-    )  # fmt: skip
+        "retry",
+        "network",
+        "PLINY-NET-SERVER",
+        2,
+        400.0,
+    )
     assert event.agent == "researcher"
 
 
@@ -321,8 +326,9 @@ def test_model_chain_advances_on_ai_failures_only():
         rec.on_retry(info)
         chain.advance(info.error)
 
-    result = asyncio.run(call_with_retry(fn, strategies=strategies, on_retry=on_retry,
-                                         sleep=rec.sleep))  # fmt: skip
+    result = asyncio.run(
+        call_with_retry(fn, strategies=strategies, on_retry=on_retry, sleep=rec.sleep)
+    )
     assert result == "answered by huge"
     assert used == ["small", "small", "large", "huge"]
     assert chain.advance(None) is False and chain.current == "huge"
@@ -344,8 +350,9 @@ async def _scripted_endpoint(replies: list[bytes], rec: Recorder) -> tuple[str, 
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test",
-                                max_retries=0, timeout=5)  # fmt: skip
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0, timeout=5
+    )
     async with server:
         models = await call_with_retry(
             lambda attempt: client.models.list(),
@@ -358,8 +365,10 @@ async def _scripted_endpoint(replies: list[bytes], rec: Recorder) -> tuple[str, 
 
 
 def http(status: str, body: bytes, extra: str = "") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def test_real_client_429_with_retry_after_then_success():
@@ -367,9 +376,11 @@ def test_real_client_429_with_retry_after_then_success():
     replies = [
         http("429 Too Many Requests", b'{"error":{"message":"slow down"}}', "Retry-After: 1\r\n"),
         b"",  # connection dropped without a response
-        http("200 OK", b'{"object":"list","data":[{"id":"m1","object":"model","created":0,'
-                       b'"owned_by":"me"}]}'),
-    ]  # fmt: skip
+        http(
+            "200 OK",
+            b'{"object":"list","data":[{"id":"m1","object":"model","created":0,"owned_by":"me"}]}',
+        ),
+    ]
     model, requests = asyncio.run(_scripted_endpoint(replies, rec))
     assert (model, requests) == ("m1", 3)
     assert [i.code for i in rec.infos] == [Code.NET_RATE_LIMIT, Code.NET_DROPPED]

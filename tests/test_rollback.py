@@ -33,8 +33,13 @@ from tests.fakeserver import FakeServer
 pytestmark = pytest.mark.timeout(120)
 RUNS = f"pliny-runs/{SESSION}"
 RESEARCH = [f"{RUNS}/research/{a}.md" for a in ("research-code", "research-docs", "research-task")]
-LATER = [f"{RUNS}/identify/findings.md", f"{RUNS}/synthesize/planner.md",
-         f"{RUNS}/execute/executor.md", "DELIVERABLE.md", "src/health.py"]  # fmt: skip
+LATER = [
+    f"{RUNS}/identify/findings.md",
+    f"{RUNS}/synthesize/planner.md",
+    f"{RUNS}/execute/executor.md",
+    "DELIVERABLE.md",
+    "src/health.py",
+]
 
 
 @pytest.fixture
@@ -80,8 +85,9 @@ def test_rollback_restores_files_and_resume_replays_the_rest(
 
 
 @pytest.mark.parametrize("edited", [f"{RUNS}/research/research-code.md", "DELIVERABLE.md"])
-def test_rollback_refuses_when_the_user_edited_a_managed_file(ws: Path, server: FakeServer,
-                                                              edited: str) -> None:  # fmt: skip
+def test_rollback_refuses_when_the_user_edited_a_managed_file(
+    ws: Path, server: FakeServer, edited: str
+) -> None:
     (ws / edited).write_text("my own edit\n")
     (ws / "NOTES.md").write_text("the user's notes, never written by Pliny\n")
     snapshot = everything(ws)
@@ -110,8 +116,9 @@ def test_rollback_force_overwrites_the_edit_but_not_user_files(
 
 
 @pytest.mark.slow  # ~3 s: real CLI runs
-def test_rerun_reasks_the_agent_and_its_dependents_only(ws: Path, completed: Path,
-                                                        server: FakeServer) -> None:  # fmt: skip
+def test_rerun_reasks_the_agent_and_its_dependents_only(
+    ws: Path, completed: Path, server: FakeServer
+) -> None:
     """--rerun findings: findings asks the model again (a new answer here), so do planner and
     executor whose prompts now differ; the researchers are not asked again."""
     server.reset()
@@ -145,8 +152,10 @@ def test_kill_during_the_resume_after_a_rollback(
     proc = spawn(ws, server, "session", "resume", SESSION)
 
     def identify_committed() -> bool:
-        return any(e["type"] == "checkpoint_created" and e["name"] == "after-identify"
-                   for e in events(ws)[mark:])  # fmt: skip
+        return any(
+            e["type"] == "checkpoint_created" and e["name"] == "after-identify"
+            for e in events(ws)[mark:]
+        )
 
     assert wait_until(identify_committed, proc), "the resume never got past identify"
     kill(proc)
@@ -221,8 +230,12 @@ def test_session_show_after_a_rollback_shows_the_rolled_back_agents_pending(
     assert run(ws, server, "rollback", "after-research").returncode == 0
     shown = json.loads(run(ws, server, "session", "show", SESSION, "--format", "json").stdout)
     states = {p["name"]: p["state"] for p in shown["phases"]}
-    assert states == {"research": "done", "identify": "pending", "synthesize": "pending",
-                      "execute": "pending"}  # fmt: skip
+    assert states == {
+        "research": "done",
+        "identify": "pending",
+        "synthesize": "pending",
+        "execute": "pending",
+    }
     agents = {a["name"]: a for p in shown["phases"] for a in p["agents"]}
     for name in ("findings", "planner", "executor"):
         assert agents[name]["state"] == "pending", agents[name]

@@ -20,8 +20,11 @@ from pliny.framework.model import load
 from pliny.lifecycle.runstate import RollbackFold
 from pliny.observe.progress import Progress
 
-PHASES = {"research": ["research-code", "research-docs", "research-task"],
-          "identify": ["findings"], "synthesize": ["planner"]}  # fmt: skip
+PHASES = {
+    "research": ["research-code", "research-docs", "research-task"],
+    "identify": ["findings"],
+    "synthesize": ["planner"],
+}
 
 
 def run_events(mode: str) -> list[Event]:
@@ -30,10 +33,13 @@ def run_events(mode: str) -> list[Event]:
     for phase, agents in PHASES.items():
         events.append(PhaseStarted(phase=phase, agents=agents))
         for agent in agents:
-            events += [AgentStarted(phase=phase, agent=agent),
-                       LLMCall(phase=phase, agent=agent, prompt_tokens=100,
-                               completion_tokens=10, cost_usd=0.01),
-                       AgentCompleted(phase=phase, agent=agent)]  # fmt: skip
+            events += [
+                AgentStarted(phase=phase, agent=agent),
+                LLMCall(
+                    phase=phase, agent=agent, prompt_tokens=100, completion_tokens=10, cost_usd=0.01
+                ),
+                AgentCompleted(phase=phase, agent=agent),
+            ]
             if mode == "agent":
                 events.append(CheckpointCreated(name=f"after-{phase}.{agent}"))
         events.append(PhaseCompleted(phase=phase))
@@ -59,8 +65,12 @@ def test_phase_checkpoint_rollback_makes_the_later_agents_pending() -> None:
     assert done(f) == set(PHASES["research"])
     assert f.progress.phase_state["identify"] == "waiting"
     assert f.progress.agents["findings"].tokens == 0
-    assert f.current() == {"calls": 3, "tokens": 330, "cost_usd": 0.03,
-                           "rolled_back_to": "after-research"}  # fmt: skip
+    assert f.current() == {
+        "calls": 3,
+        "tokens": 330,
+        "cost_usd": 0.03,
+        "rolled_back_to": "after-research",
+    }
     assert f.spent() == {"calls": 5, "tokens": 550, "cost_usd": 0.05}
 
 
@@ -72,8 +82,9 @@ def test_agent_checkpoint_rollback_goes_back_to_the_start_of_its_phase() -> None
     assert f.progress.agents["findings"].state == "waiting"
 
 
-@pytest.mark.parametrize("rollback", [Rollback(name="before-refactor"),
-                                      Rollback(name="after-research", forked=False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "rollback", [Rollback(name="before-refactor"), Rollback(name="after-research", forked=False)]
+)
 def test_a_rollback_of_files_only_keeps_the_run_state(rollback: Rollback) -> None:
     f = fold([*run_events("phase"), CheckpointCreated(name="before-refactor"), rollback])
     assert done(f) == {a for agents in PHASES.values() for a in agents}
@@ -82,13 +93,27 @@ def test_a_rollback_of_files_only_keeps_the_run_state(rollback: Rollback) -> Non
 
 
 def test_the_resumed_run_continues_from_the_rolled_back_state() -> None:
-    again = [PhaseStarted(phase="identify", agents=["findings"]),
-             AgentStarted(phase="identify", agent="findings"),
-             LLMCall(phase="identify", agent="findings", prompt_tokens=100, completion_tokens=10,
-                     cost_usd=0.0, replayed=True),
-             AgentCompleted(phase="identify", agent="findings")]  # fmt: skip
-    f = fold([*run_events("phase"), Rollback(name="after-research", forked=True),
-              SessionResumed(), *again])  # fmt: skip
+    again = [
+        PhaseStarted(phase="identify", agents=["findings"]),
+        AgentStarted(phase="identify", agent="findings"),
+        LLMCall(
+            phase="identify",
+            agent="findings",
+            prompt_tokens=100,
+            completion_tokens=10,
+            cost_usd=0.0,
+            replayed=True,
+        ),
+        AgentCompleted(phase="identify", agent="findings"),
+    ]
+    f = fold(
+        [
+            *run_events("phase"),
+            Rollback(name="after-research", forked=True),
+            SessionResumed(),
+            *again,
+        ]
+    )
     assert done(f) == {*PHASES["research"], "findings"}
     assert f.current()["rolled_back_to"] is None
     assert f.spent()["cost_usd"] == pytest.approx(0.05)  # the replay cost nothing

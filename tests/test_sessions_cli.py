@@ -66,11 +66,17 @@ def refused(ws: Path, server: FakeServer, *args: str, env: dict[str, str] | None
 
 
 # -- bad input ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("args", [
-    ["session", "show", "nope"], ["session", "resume", "nope"], ["session", "rm", "nope"],
-    ["session", "cancel", "nope"], ["execute", "--session", "nope"],
-    ["rollback", "after-research", "--session", "nope"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["session", "show", "nope"],
+        ["session", "resume", "nope"],
+        ["session", "rm", "nope"],
+        ["session", "cancel", "nope"],
+        ["execute", "--session", "nope"],
+        ["rollback", "after-research", "--session", "nope"],
+    ],
+)
 def test_unknown_session_id(ws: Path, server: FakeServer, args: list[str]) -> None:
     line = refused(ws, server, *args)
     assert "'nope'" in line and SESSION in line  # names it and the sessions that exist
@@ -82,11 +88,16 @@ def test_unknown_checkpoint_lists_the_known_ones(ws: Path, server: FakeServer) -
     assert all(n in line for n in ("after-research", "after-identify", "after-execute"))
 
 
-@pytest.mark.parametrize("args", [
-    ["session", "show", SESSION], ["session", "resume", SESSION],
-    ["execute", "--session", SESSION], ["rollback", "after-research"],
-    ["checkpoint", "list"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["session", "show", SESSION],
+        ["session", "resume", SESSION],
+        ["execute", "--session", SESSION],
+        ["rollback", "after-research"],
+        ["checkpoint", "list"],
+    ],
+)
 def test_corrupt_state_file(ws: Path, server: FakeServer, args: list[str]) -> None:
     (ws / STATE).write_text('{"id": "torture", "status": "in_prog')
     line = refused(ws, server, *args)
@@ -109,11 +120,15 @@ def _conflict(ws: Path) -> None:
     git(ws, "commit", "-q", "-am", "ours")
 
 
-@pytest.mark.parametrize(("setup", "word"), [
-    (lambda ws: (_conflict(ws), git(ws, "merge", "other", check=False)), "merge"),
-    (lambda ws: (_conflict(ws), git(ws, "rebase", "other", check=False)), "rebase"),
-    (lambda ws: git(ws, "checkout", "-q", "--detach"), "detached"),
-], ids=["merge", "rebase", "detached"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("setup", "word"),
+    [
+        (lambda ws: (_conflict(ws), git(ws, "merge", "other", check=False)), "merge"),
+        (lambda ws: (_conflict(ws), git(ws, "rebase", "other", check=False)), "rebase"),
+        (lambda ws: git(ws, "checkout", "-q", "--detach"), "detached"),
+    ],
+    ids=["merge", "rebase", "detached"],
+)
 def test_busy_git_workspace_is_refused(
     tmp_path: Path, server: FakeServer, setup: Callable[[Path], object], word: str
 ) -> None:
@@ -142,7 +157,9 @@ def test_start_list_show(tmp_path: Path, server: FakeServer) -> None:
     assert auto.stdout.strip().startswith("second-one-")
     listed = json.loads(run(tmp_path, server, "session", "list", "--json").stdout)
     assert sorted((s["id"], s["name"], s["current"]) for s in listed) == [
-        (auto.stdout.strip(), "Second one", True), ("try-1", "My first try", False)]
+        (auto.stdout.strip(), "Second one", True),
+        ("try-1", "My first try", False),
+    ]
     assert "try-1" in run(tmp_path, server, "session", "show", "try-1").stdout
     assert "already exists" in refused(tmp_path, server, "session", "start", "x", "--id", "try-1")
     assert "invalid session id" in refused(tmp_path, server, "session", "start", "x", "--id", "a/b")
@@ -209,8 +226,12 @@ def _fake_session(ws: Path, session_id: str, status: str, updated: str) -> None:
 @pytest.mark.slow  # ~3 s: real CLI runs
 def test_clean(tmp_path: Path, server: FakeServer) -> None:
     old, new = "2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
-    sessions = [("old-done", "completed", old), ("new-done", "completed", new),
-                ("old-failed", "failed", old), ("new-paused", "paused", new)]  # fmt: skip
+    sessions = [
+        ("old-done", "completed", old),
+        ("new-done", "completed", new),
+        ("old-failed", "failed", old),
+        ("new-paused", "paused", new),
+    ]
     for sid, status, updated in sessions:
         _fake_session(tmp_path, sid, status, updated)
 

@@ -19,8 +19,9 @@ from tests.fakeserver import FakeServer
 MESSAGES = [{"role": "user", "content": "stream please"}]
 
 
-def _ask(server: FakeServer, tmp_path: Path, *, journal: Journal | None = None,
-         **llm: Any) -> tuple[Reply, list[Event], list[Event]]:  # fmt: skip
+def _ask(
+    server: FakeServer, tmp_path: Path, *, journal: Journal | None = None, **llm: Any
+) -> tuple[Reply, list[Event], list[Event]]:
     """One call; returns the reply, every bus event and the audited events."""
     settings = Settings.model_validate({"llm": {"stream": True, **llm}})
     endpoint = EndpointChoice("remote", server.base_url, "sk-test", "fake-model", "test")
@@ -45,8 +46,10 @@ def _ask(server: FakeServer, tmp_path: Path, *, journal: Journal | None = None,
 def test_stream_asks_for_usage_and_takes_it_from_the_final_chunk(
     fake_server: FakeServer, tmp_path: Path
 ) -> None:
-    fake_server.script(reply="a streamed answer in parts", usage={"prompt_tokens": 11,
-                       "completion_tokens": 7, "reasoning_tokens": 3})  # fmt: skip
+    fake_server.script(
+        reply="a streamed answer in parts",
+        usage={"prompt_tokens": 11, "completion_tokens": 7, "reasoning_tokens": 3},
+    )
     reply, _, audited = _ask(fake_server, tmp_path)
     body = fake_server.last.body
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
@@ -58,8 +61,12 @@ def test_stream_asks_for_usage_and_takes_it_from_the_final_chunk(
 
 def test_tool_calls_are_assembled_from_deltas(fake_server: FakeServer, tmp_path: Path) -> None:
     args = {"path": "notes/a-rather-long-file-name.md", "content": "x" * 40}
-    fake_server.script(tool_calls=[{"name": "write_file", "arguments": args},
-                                   {"name": "read_file", "arguments": {"path": "b"}}])  # fmt: skip
+    fake_server.script(
+        tool_calls=[
+            {"name": "write_file", "arguments": args},
+            {"name": "read_file", "arguments": {"path": "b"}},
+        ]
+    )
     reply, _, _ = _ask(fake_server, tmp_path)
     assert [c["name"] for c in reply.tool_calls] == ["write_file", "read_file"]
     assert json.loads(reply.tool_calls[0]["arguments"]) == args

@@ -143,10 +143,16 @@ def test_strict_only_when_openai_strict_mode_accepts_the_schema() -> None:
     assert is_strict(SCHEMA)
     loose = {**SCHEMA, "additionalProperties": True}
     optional = {**SCHEMA, "required": ["verdict"]}
-    nested = {"type": "object", "additionalProperties": False, "required": ["o"],
-              "properties": {"o": {"type": "object", "properties": {}}}}  # fmt: skip
-    limited = {**SCHEMA, "properties": {**SCHEMA["properties"], "feedback": {
-        "type": "string", "maxLength": 10}}}  # fmt: skip
+    nested = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["o"],
+        "properties": {"o": {"type": "object", "properties": {}}},
+    }
+    limited = {
+        **SCHEMA,
+        "properties": {**SCHEMA["properties"], "feedback": {"type": "string", "maxLength": 10}},
+    }
     for schema in (loose, optional, nested, limited, {"type": "object"}):
         assert not is_strict(schema), schema
         assert json_schema_format(schema, "x")["json_schema"]["strict"] is False
@@ -154,9 +160,14 @@ def test_strict_only_when_openai_strict_mode_accepts_the_schema() -> None:
 
 @pytest.mark.parametrize(
     ("agent", "name"),
-    [("evaluator", "evaluator"), ("context reader.v2", "context_reader_v2"), ("", "output"),
-     ("a" * 80, "a" * 64), ("é", "_")],
-)  # fmt: skip
+    [
+        ("evaluator", "evaluator"),
+        ("context reader.v2", "context_reader_v2"),
+        ("", "output"),
+        ("a" * 80, "a" * 64),
+        ("é", "_"),
+    ],
+)
 def test_schema_name_fits_openai_pattern(agent: str, name: str) -> None:
     assert schema_name(agent) == name
 

@@ -117,7 +117,6 @@ def test_phase_timeout_is_one_budget_for_all_its_agents(
     assert failed.agent == "second" and failed.code.startswith("PLINY-TIMEOUT-")
 
 
-  # fmt: skip
 def test_phase_timeout_says_it_was_the_phase(tmp_path: Path, fake_server: FakeServer) -> None:
     fake_server.latency_ms = 2000
     framework = solo_framework(tmp_path, tools="[]", phase_extra="    timeout: 0.5s\n")
@@ -150,8 +149,20 @@ def test_session_timeout_fails_and_resumes(tmp_path: Path, fake_server: FakeServ
 def test_cli_timeout_flag(tmp_path: Path, fake_server: FakeServer) -> None:
     fake_server.latency_ms = 2000
     framework = solo_framework(tmp_path, tools="[]")
-    proc = pliny(tmp_path, "execute", "-f", framework, "-t", "slow", "-m", "fake-model",
-                 "--timeout", "1s", "--json", server=fake_server)  # fmt: skip
+    proc = pliny(
+        tmp_path,
+        "execute",
+        "-f",
+        framework,
+        "-t",
+        "slow",
+        "-m",
+        "fake-model",
+        "--timeout",
+        "1s",
+        "--json",
+        server=fake_server,
+    )
     assert proc.returncode == 1, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["status"] == "failed"
@@ -165,17 +176,37 @@ def test_cli_timeout_flag(tmp_path: Path, fake_server: FakeServer) -> None:
 # -- config errors in the strategies and limits: one located line, exit 2 -----------
 
 CONFIG_ERRORS = [
-    ("error_handling:\n  retry_strategies:\n    network:\n      backoff: exponentail\n",
-     4, 16, "error_handling.retry_strategies.network.backoff: Input should be 'exponential'"),
-    ("error_handling:\n  retry_strategies:\n    netwrk:\n      max_retries: 2\n",
-     3, 5, "error_handling.retry_strategies.netwrk: Input should be 'network'"),
-    ("error_handling:\n  retry_strategies:\n    tool:\n      max_retries: -1\n",
-     4, 20, "error_handling.retry_strategies.tool.max_retries: Input should be greater"),
-    ("error_handling:\n  circuit_breaker:\n    reset_timeout: forever\n",
-     3, 20, "error_handling.circuit_breaker.reset_timeout: expected a duration"),
-    ("execution:\n  timeouts:\n    session: soon\n",
-     3, 14, "execution.timeouts.session: expected a duration"),
-]  # fmt: skip
+    (
+        "error_handling:\n  retry_strategies:\n    network:\n      backoff: exponentail\n",
+        4,
+        16,
+        "error_handling.retry_strategies.network.backoff: Input should be 'exponential'",
+    ),
+    (
+        "error_handling:\n  retry_strategies:\n    netwrk:\n      max_retries: 2\n",
+        3,
+        5,
+        "error_handling.retry_strategies.netwrk: Input should be 'network'",
+    ),
+    (
+        "error_handling:\n  retry_strategies:\n    tool:\n      max_retries: -1\n",
+        4,
+        20,
+        "error_handling.retry_strategies.tool.max_retries: Input should be greater",
+    ),
+    (
+        "error_handling:\n  circuit_breaker:\n    reset_timeout: forever\n",
+        3,
+        20,
+        "error_handling.circuit_breaker.reset_timeout: expected a duration",
+    ),
+    (
+        "execution:\n  timeouts:\n    session: soon\n",
+        3,
+        14,
+        "execution.timeouts.session: expected a duration",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -191,17 +222,23 @@ def test_config_error_is_located(tmp_path: Path, yaml: str, line: int, col: int,
     match = LOCATED.match(only)
     assert match, only
     assert (match["file"], int(match["line"]), int(match["col"])) == (
-        str(tmp_path / "pliny.yaml"), line, col,
-    )  # fmt: skip
+        str(tmp_path / "pliny.yaml"),
+        line,
+        col,
+    )
     assert match["what"].startswith(what), only
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pliny.yaml", "solo.yaml"]
 
 
-@pytest.mark.parametrize(("agent_extra", "phase_extra", "line", "what"), [
-    ("", "    on_agent_failure: skp\n", 4, "phases.0.on_agent_failure"),
-    ("", "    min_successful_agents: 2\n", 3, "phases.0: min_successful_agents (2) exceeds"),
-    ("        timeout: soon\n", "", 9, "phases.0.agents.0.timeout: expected a duration"),
-], ids=["policy", "min-agents", "agent-timeout"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("agent_extra", "phase_extra", "line", "what"),
+    [
+        ("", "    on_agent_failure: skp\n", 4, "phases.0.on_agent_failure"),
+        ("", "    min_successful_agents: 2\n", 3, "phases.0: min_successful_agents (2) exceeds"),
+        ("        timeout: soon\n", "", 9, "phases.0.agents.0.timeout: expected a duration"),
+    ],
+    ids=["policy", "min-agents", "agent-timeout"],
+)
 def test_framework_degradation_error_is_located(
     tmp_path: Path, agent_extra: str, phase_extra: str, line: int, what: str
 ) -> None:

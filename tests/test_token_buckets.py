@@ -22,33 +22,52 @@ from pliny.llm.pricing import PricingTable
 from pliny.usage import fold
 from tests.fakeserver import FakeServer
 
-BILLED = {"prompt_tokens": 1000, "completion_tokens": 300, "cached_tokens": 500,
-          "cache_creation_input_tokens": 200, "reasoning_tokens": 120}  # fmt: skip
+BILLED = {
+    "prompt_tokens": 1000,
+    "completion_tokens": 300,
+    "cached_tokens": 500,
+    "cache_creation_input_tokens": 200,
+    "reasoning_tokens": 120,
+}
 
 
 def test_openai_shape_reads_cache_and_reasoning_as_subsets() -> None:
-    usage = {"prompt_tokens": 1000, "completion_tokens": 300,
-             "prompt_tokens_details": {"cached_tokens": 500},
-             "completion_tokens_details": {"reasoning_tokens": 120}}  # fmt: skip
+    usage = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 300,
+        "prompt_tokens_details": {"cached_tokens": 500},
+        "completion_tokens_details": {"reasoning_tokens": 120},
+    }
     assert from_usage(usage) == Buckets(1000, 300, 500, 0, 120)
 
 
 def test_anthropic_style_proxy_keys_are_read() -> None:
-    usage = {"prompt_tokens": 1000, "completion_tokens": 10,
-             "cache_read_input_tokens": 500, "cache_creation_input_tokens": 200}  # fmt: skip
+    usage = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 10,
+        "cache_read_input_tokens": 500,
+        "cache_creation_input_tokens": 200,
+    }
     assert from_usage(usage) == Buckets(1000, 10, 500, 200, 0)
 
 
 def test_an_exclusive_input_count_becomes_the_whole_input() -> None:
     # Anthropic's input_tokens leaves the cache buckets out: 10 fresh + 500 read + 200 written
-    usage = {"prompt_tokens": 10, "completion_tokens": 5,
-             "cache_read_input_tokens": 500, "cache_creation_input_tokens": 200}  # fmt: skip
+    usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "cache_read_input_tokens": 500,
+        "cache_creation_input_tokens": 200,
+    }
     assert from_usage(usage) == Buckets(710, 5, 500, 200, 0)
 
 
 def test_reasoning_never_exceeds_completion_and_junk_reads_as_zero() -> None:
-    usage = {"prompt_tokens": "x", "completion_tokens": 5,
-             "completion_tokens_details": {"reasoning_tokens": 50}}  # fmt: skip
+    usage = {
+        "prompt_tokens": "x",
+        "completion_tokens": 5,
+        "completion_tokens_details": {"reasoning_tokens": 50},
+    }
     assert from_usage(usage) == Buckets(0, 5, 0, 0, 5)
 
 
@@ -82,9 +101,11 @@ def test_a_call_records_every_bucket_and_prices_each_once(
     assert call.streamed is stream
     # genai-prices with the same buckets: cache read and write at their own rates
     expected = genai_prices.calc_price(
-        genai_prices.Usage(input_tokens=1000, output_tokens=300, cache_read_tokens=500,
-                           cache_write_tokens=200), "claude-3-5-sonnet",
-    ).total_price  # fmt: skip
+        genai_prices.Usage(
+            input_tokens=1000, output_tokens=300, cache_read_tokens=500, cache_write_tokens=200
+        ),
+        "claude-3-5-sonnet",
+    ).total_price
     assert call.cost_usd == pytest.approx(float(expected))
     flat = genai_prices.calc_price(
         genai_prices.Usage(input_tokens=1000, output_tokens=300), "claude-3-5-sonnet"
@@ -98,8 +119,16 @@ def test_a_call_records_every_bucket_and_prices_each_once(
 
 
 def test_fold_totals_show_buckets_beside_the_total_not_in_it() -> None:
-    calls = [LLMCall(prompt_tokens=100, completion_tokens=50, cached_tokens=40,
-                     cache_write_tokens=10, reasoning_tokens=20, cost_usd=0.1)] * 2  # fmt: skip
+    calls = [
+        LLMCall(
+            prompt_tokens=100,
+            completion_tokens=50,
+            cached_tokens=40,
+            cache_write_tokens=10,
+            reasoning_tokens=20,
+            cost_usd=0.1,
+        )
+    ] * 2
     totals = fold(calls).totals()
     assert totals["tokens"] == 300
     assert (totals["cache_read_tokens"], totals["cache_write_tokens"]) == (80, 20)
@@ -115,8 +144,9 @@ def test_old_log_lines_without_buckets_still_load() -> None:
 def test_user_override_prices_cache_writes_at_their_rate() -> None:
     from pliny.config.settings import ModelPrice
 
-    table = PricingTable.load({"m": ModelPrice(input=1, output=2, cached_input=0.5,
-                                               cache_write_input=4)})  # fmt: skip
+    table = PricingTable.load(
+        {"m": ModelPrice(input=1, output=2, cached_input=0.5, cache_write_input=4)}
+    )
     quote = table.quote("m", 1_000_000, 1_000_000, 250_000, cache_write_tokens=250_000)
     assert quote is not None
     usd = quote.usd
@@ -126,8 +156,17 @@ def test_user_override_prices_cache_writes_at_their_rate() -> None:
 def test_otel_span_carries_reasoning_and_cache_write_tokens() -> None:
     from pliny.observe.otel import spans_of
 
-    event = LLMCall(phase="p", agent="a", model="m", prompt_tokens=10, completion_tokens=5,
-                    cached_tokens=4, cache_write_tokens=3, reasoning_tokens=2, seq=1)  # fmt: skip
+    event = LLMCall(
+        phase="p",
+        agent="a",
+        model="m",
+        prompt_tokens=10,
+        completion_tokens=5,
+        cached_tokens=4,
+        cache_write_tokens=3,
+        reasoning_tokens=2,
+        seq=1,
+    )
     (span,) = [s for s in spans_of([event]) if s.name.startswith("chat")]
     attrs = dict(span.attributes or {})
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 4

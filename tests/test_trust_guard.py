@@ -57,17 +57,30 @@ def guarded(root: Path) -> Workspace:
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and ".git" not in p.parts}  # fmt: skip
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".git" not in p.parts
+    }
 
 
 # -- Workspace, directly ----------------------------------------------------------
 
 REFUSED_WRITES = [
-    "var/audit/s0.jsonl", "var/audit/new.jsonl", "./var/./audit/s0.jsonl", "VAR/Audit/s0.jsonl",
-    "auditlink/s0.jsonl", "var/audit", "pliny.yaml", "./pliny.yaml", "PLINY.YAML", "cfglink",
-    "conf/ci.yaml", "fw/flow.yaml", ".pliny/sessions/s0/journal.sqlite",
-]  # fmt: skip
+    "var/audit/s0.jsonl",
+    "var/audit/new.jsonl",
+    "./var/./audit/s0.jsonl",
+    "VAR/Audit/s0.jsonl",
+    "auditlink/s0.jsonl",
+    "var/audit",
+    "pliny.yaml",
+    "./pliny.yaml",
+    "PLINY.YAML",
+    "cfglink",
+    "conf/ci.yaml",
+    "fw/flow.yaml",
+    ".pliny/sessions/s0/journal.sqlite",
+]
 
 
 @pytest.mark.parametrize("path", REFUSED_WRITES)
@@ -96,8 +109,14 @@ def test_config_stays_readable_and_audit_dir_stays_hidden(ws: Path) -> None:
 def run(ws: Path, server: FakeServer, **kw: Any) -> tuple[Any, list[Event]]:
     events: list[Event] = []
     env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test", **kw.pop("env", {})}
-    opts = RunOptions(workspace=ws, framework="rise", task="Document src/app.py", env=env,
-                      listeners=[events.append], **kw)  # fmt: skip
+    opts = RunOptions(
+        workspace=ws,
+        framework="rise",
+        task="Document src/app.py",
+        env=env,
+        listeners=[events.append],
+        **kw,
+    )
     return asyncio.run(execute(opts)), events
 
 
@@ -107,9 +126,15 @@ def cli(ws: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.C
 
 def test_model_cannot_rewrite_config_or_audit_log(ws: Path, fake_server: FakeServer) -> None:
     evil = "alerts: [{metric: llm_calls, operator: gte, threshold: 0, command: 'touch pwned'}]\n"
-    fake_server.script(system=EXECUTOR, times=1, tool_calls=[
-        write("pliny.yaml", evil), write("var/audit/s1.jsonl", "{}\n"), write("notes.md", "ok"),
-    ])  # fmt: skip
+    fake_server.script(
+        system=EXECUTOR,
+        times=1,
+        tool_calls=[
+            write("pliny.yaml", evil),
+            write("var/audit/s1.jsonl", "{}\n"),
+            write("notes.md", "ok"),
+        ],
+    )
     outcome, _ = run(ws, fake_server, session_id="s1")
     assert outcome.status == "completed", outcome.error
     last = [r for r in fake_server.requests if EXECUTOR in r.system][-1]
@@ -202,9 +227,14 @@ def limited() -> None:
 def test_yaml_bomb_is_refused_fast(tmp_path: Path, flag: str) -> None:
     (tmp_path / "bomb.yaml").write_text(LAUGHS)
     start = time.monotonic()
-    proc = subprocess.run([*CLI, "execute", flag, "bomb.yaml", "-t", "x"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60,
-                          preexec_fn=limited)  # fmt: skip
+    proc = subprocess.run(
+        [*CLI, "execute", flag, "bomb.yaml", "-t", "x"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limited,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 2, proc.stderr[-500:]
     lines = proc.stderr.splitlines()
@@ -215,11 +245,17 @@ def test_yaml_bomb_is_refused_fast(tmp_path: Path, flag: str) -> None:
 
 def test_oversized_file_is_refused(tmp_path: Path) -> None:
     big = tmp_path / "big.yaml"
-    big.write_text("pricing:\n" + "".join(f"  m{i}: {{input: 1, output: 1}}\n"
-                                          for i in range(40_000)))  # fmt: skip
+    big.write_text(
+        "pricing:\n" + "".join(f"  m{i}: {{input: 1, output: 1}}\n" for i in range(40_000))
+    )
     assert big.stat().st_size > 1 << 20
-    proc = subprocess.run([*CLI, "config", "validate", str(big)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [*CLI, "config", "validate", str(big)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and "big.yaml" in lines[0] and "MiB" in lines[0], lines

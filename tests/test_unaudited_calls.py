@@ -31,9 +31,13 @@ def gateway(tmp_path: Path, server: FakeServer, log: AuditLog) -> LLMGateway:
     bus = EventBus(session="s1")
     bus.subscribe(log)
     endpoint = EndpointChoice("remote", server.base_url, "sk-test", "gpt-4o-mini", "test")
-    return LLMGateway(load_settings(tmp_path), endpoint, bus,
-                      journal=Journal(tmp_path / "journal.sqlite"),
-                      pricing=PricingTable.load())  # fmt: skip
+    return LLMGateway(
+        load_settings(tmp_path),
+        endpoint,
+        bus,
+        journal=Journal(tmp_path / "journal.sqlite"),
+        pricing=PricingTable.load(),
+    )
 
 
 async def ask(gw: LLMGateway) -> None:
@@ -78,8 +82,15 @@ def test_a_pending_call_already_in_the_log_is_not_recorded_twice(
 ) -> None:
     """A crash after the audit ack but before the journal heard of it: the log has it."""
     journal = Journal(tmp_path / "journal.sqlite")
-    event = LLMCall(phase="research", agent="scout", request_hash="h1", request_id="r1",
-                    prompt_tokens=10, completion_tokens=5, cost_usd=0.001)  # fmt: skip
+    event = LLMCall(
+        phase="research",
+        agent="scout",
+        request_hash="h1",
+        request_id="r1",
+        prompt_tokens=10,
+        completion_tokens=5,
+        cost_usd=0.001,
+    )
     journal.put("scout", 1, "h1", 1, {"content": "hi"}, event=event.model_dump_json())
     journal.close()
     log_file = tmp_path / "audit.jsonl"

@@ -33,12 +33,14 @@ def _call(**over: Any) -> LLMCall:
 
 # -- the fold -------------------------------------------------------------------------
 def test_replayed_and_cached_calls_count_apart_and_add_nothing() -> None:
-    usage = fold([
-        _call(cached_tokens=30, latency_ms=100),
-        _call(replayed=True, cost_usd=0.0),  # the journal's copy of the call above
-        _call(cache_hit=True, prompt_tokens=0, completion_tokens=0, cost_usd=0.0),
-        _call(cost_usd=None, tokens_estimated=True),  # unpriced model
-    ])  # fmt: skip
+    usage = fold(
+        [
+            _call(cached_tokens=30, latency_ms=100),
+            _call(replayed=True, cost_usd=0.0),  # the journal's copy of the call above
+            _call(cache_hit=True, prompt_tokens=0, completion_tokens=0, cost_usd=0.0),
+            _call(cost_usd=None, tokens_estimated=True),  # unpriced model
+        ]
+    )
     assert (usage.calls, usage.replayed_calls, usage.cache_hits) == (2, 1, 1)
     assert (usage.prompt_tokens, usage.completion_tokens, usage.tokens) == (200, 40, 240)
     assert (usage.cached_tokens, usage.estimated_calls, usage.latency_ms) == (30, 1, 100)
@@ -57,17 +59,22 @@ def test_call_kind_ignores_other_events() -> None:
 
     assert call_kind(Retry()) is None and Usage().add(Retry()) is None
     assert [call_kind(_call(**f)) for f in ({}, {"replayed": True}, {"cache_hit": True})] == [
-        "paid", "replayed", "cache_hit",
-    ]  # fmt: skip
+        "paid",
+        "replayed",
+        "cache_hit",
+    ]
 
 
-@pytest.mark.parametrize(("cost", "unpriced", "calls", "text"), [
-    (0.0, 0, 0, "$0.0000"),  # nothing spent is a true $0
-    (0.0, 0, 3, "$0.0000"),  # priced at 0 (the embedded model)
-    (0.00003, 0, 1, "<$0.0001"),  # paid, but too little to show: never a $0 that reads free
-    (0.0, 3, 3, "unpriced"),
-    (0.0123, 1, 3, "$0.0123 + unpriced"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("cost", "unpriced", "calls", "text"),
+    [
+        (0.0, 0, 0, "$0.0000"),  # nothing spent is a true $0
+        (0.0, 0, 3, "$0.0000"),  # priced at 0 (the embedded model)
+        (0.00003, 0, 1, "<$0.0001"),  # paid, but too little to show: never a $0 that reads free
+        (0.0, 3, 3, "unpriced"),
+        (0.0123, 1, 3, "$0.0123 + unpriced"),
+    ],
+)
 def test_format_cost(cost: float, unpriced: int, calls: int, text: str) -> None:
     assert format_cost(cost, unpriced, calls) == text
 
@@ -109,8 +116,7 @@ def test_every_view_agrees_with_the_server_after_a_failed_run_is_resumed(
     ws = init_workspace(tmp_path)
     # The executor's second turn (after its write_file ran) is refused once: the
     # session fails there, and the resume replays its first turn from the journal.
-    fake_server.fail(400, system="careful implementer", when=lambda b: not _first_turn(b),
-                     times=1)  # fmt: skip
+    fake_server.fail(400, system="careful implementer", when=lambda b: not _first_turn(b), times=1)
     script(fake_server)
     failed = run(ws, fake_server, *execute_args(SESSION, "agent"))
     assert failed.returncode == 1, failed.stderr[-2000:]

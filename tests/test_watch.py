@@ -28,13 +28,18 @@ S = {"session": SID}
 def research() -> list[ev.Event]:
     p = {**S, "phase": "research"}
     agents = ["research-code", "research-docs", "research-task"]
-    out: list[ev.Event] = [ev.SessionStarted(**S, framework="rise", task="t"),
-                           ev.PhaseStarted(**p, agents=agents)]  # fmt: skip
+    out: list[ev.Event] = [
+        ev.SessionStarted(**S, framework="rise", task="t"),
+        ev.PhaseStarted(**p, agents=agents),
+    ]
     for name in agents:
-        out += [ev.AgentStarted(**p, agent=name),
-                ev.LLMCall(**p, agent=name, model="m", prompt_tokens=100, completion_tokens=20,
-                           cost_usd=0.001),
-                ev.AgentCompleted(**p, agent=name, duration_ms=5)]  # fmt: skip
+        out += [
+            ev.AgentStarted(**p, agent=name),
+            ev.LLMCall(
+                **p, agent=name, model="m", prompt_tokens=100, completion_tokens=20, cost_usd=0.001
+            ),
+            ev.AgentCompleted(**p, agent=name, duration_ms=5),
+        ]
     return [*out, ev.PhaseCompleted(**p, next="identify", succeeded=3)]
 
 
@@ -43,12 +48,13 @@ def identify_and_end() -> list[ev.Event]:
     return [
         ev.PhaseStarted(**p, agents=["findings"]),
         ev.AgentStarted(**p, agent="findings"),
-        ev.LLMCall(**p, agent="findings", model="m", prompt_tokens=50, completion_tokens=10,
-                   cost_usd=0.002),
+        ev.LLMCall(
+            **p, agent="findings", model="m", prompt_tokens=50, completion_tokens=10, cost_usd=0.002
+        ),
         ev.AgentCompleted(**p, agent="findings", duration_ms=5),
         ev.PhaseCompleted(**p, next="end", succeeded=1),
         ev.SessionCompleted(**S),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture
@@ -66,10 +72,13 @@ def log_of(ws: Path) -> AuditLog:
 
 
 def start_watch(ws: Path, *args: str, **popen: object) -> subprocess.Popen[str]:
-    options: dict[str, object] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE,
-                                  "text": True, **popen}  # fmt: skip
-    return subprocess.Popen([*CLI, "watch", *args, "-w", str(ws)],
-                            cwd=ws, **options)  # type: ignore[call-overload]  # fmt: skip
+    options: dict[str, object] = {
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "text": True,
+        **popen,
+    }
+    return subprocess.Popen([*CLI, "watch", *args, "-w", str(ws)], cwd=ws, **options)  # type: ignore[call-overload]
 
 
 def lines_of(stream: object) -> queue.Queue[str | None]:
@@ -126,8 +135,11 @@ def test_finished_session_prints_the_final_table_once(ws: Path) -> None:
     events = research() + identify_and_end()
     for i, event in enumerate(events):  # agents of research take 12.5 s by their timestamps
         late = event.type == "agent_completed" and event.phase == "research"
-        event.ts = (t0 + timedelta(seconds=12.5 if late else 0) + timedelta(milliseconds=i)
-                    ).isoformat().replace("+00:00", "Z")  # fmt: skip
+        event.ts = (
+            (t0 + timedelta(seconds=12.5 if late else 0) + timedelta(milliseconds=i))
+            .isoformat()
+            .replace("+00:00", "Z")
+        )
     with log_of(ws) as log:
         for event in events:
             log(event)
@@ -151,8 +163,9 @@ def test_exits_when_the_running_process_disappears(ws: Path) -> None:
         "with SessionStore(Path(sys.argv[1])).lock('demo'):\n"
         "    print('locked', flush=True); time.sleep(120)\n"
     )
-    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(ws)], stdout=subprocess.PIPE,
-                              text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code, str(ws)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"  # type: ignore[union-attr]
         with log_of(ws) as log:

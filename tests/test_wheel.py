@@ -70,8 +70,14 @@ def test_unpacked_wheel_finds_its_builtins(wheel: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     assert Path(found["pliny"]).is_relative_to(site)
@@ -82,7 +88,6 @@ def test_unpacked_wheel_finds_its_builtins(wheel: Path, tmp_path: Path) -> None:
     assert found["care"] == "care"
     assert found["model"] == "gpt-4o-mini"
     cli = [sys.executable, "-c", "from pliny.cli import main; main()", "frameworks", "list"]
-    listed = subprocess.run(cli, cwd=elsewhere, env=env, capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    listed = subprocess.run(cli, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert "rise" in listed.stdout and "care" in listed.stdout

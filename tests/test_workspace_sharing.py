@@ -73,8 +73,9 @@ def test_a_second_session_does_not_overwrite_the_first_ones_deliverable(
     executor = "careful implementer"  # the rise executor's role
     fake_server.script(system=executor, user="task-one", reply="FIRST SESSION'S ANSWER")
     fake_server.script(system=executor, user="task-two", reply="SECOND SESSION'S ANSWER")
-    first = summary(pliny(tmp_path, fake_server, "execute", "-f", "rise", "-t", "task-one",
-                          "--json"))  # fmt: skip
+    first = summary(
+        pliny(tmp_path, fake_server, "execute", "-f", "rise", "-t", "task-one", "--json")
+    )
     assert "DELIVERABLE.md" in first["files_written"]
     assert (tmp_path / "DELIVERABLE.md").read_text().strip() == "FIRST SESSION'S ANSWER"
 

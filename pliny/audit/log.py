@@ -25,10 +25,22 @@ from pliny.errors import UsageError
 from pliny.ids import unique_prefix
 
 __all__ = [
-    "GENESIS", "TERMINAL", "AuditLog", "FsyncPolicy", "LogContents", "VerifyResult",
-    "filter_events", "follow", "log_path", "matches", "open_log", "read_events", "read_log",
-    "verify", "existing_log",
-]  # fmt: skip
+    "GENESIS",
+    "TERMINAL",
+    "AuditLog",
+    "FsyncPolicy",
+    "LogContents",
+    "VerifyResult",
+    "filter_events",
+    "follow",
+    "log_path",
+    "matches",
+    "open_log",
+    "read_events",
+    "read_log",
+    "verify",
+    "existing_log",
+]
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

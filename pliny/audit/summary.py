@@ -16,16 +16,30 @@ from pydantic import BaseModel, Field
 from pliny.events import Event
 from pliny.usage import Usage
 
-HISTORY_TYPES = frozenset({
-    "session_started", "session_resumed", "crash_detected", "rollback", "session_paused",
-    "session_completed", "session_failed", "session_cancelled", "budget_exceeded",
-    "log_repaired", "alert",
-})  # fmt: skip
+HISTORY_TYPES = frozenset(
+    {
+        "session_started",
+        "session_resumed",
+        "crash_detected",
+        "rollback",
+        "session_paused",
+        "session_completed",
+        "session_failed",
+        "session_cancelled",
+        "budget_exceeded",
+        "log_repaired",
+        "alert",
+    }
+)
 _STATUS = {
-    "session_started": "in_progress", "session_resumed": "in_progress",
-    "crash_detected": "crashed", "session_completed": "completed",
-    "session_failed": "failed", "session_cancelled": "cancelled", "session_paused": "paused",
-}  # fmt: skip
+    "session_started": "in_progress",
+    "session_resumed": "in_progress",
+    "crash_detected": "crashed",
+    "session_completed": "completed",
+    "session_failed": "failed",
+    "session_cancelled": "cancelled",
+    "session_paused": "paused",
+}
 
 
 class Stats(Usage):
@@ -198,8 +212,19 @@ class _Builder:
 
 
 def _detail(data: dict) -> str:
-    keys = ("name", "from_status", "previous_pid", "reason", "message", "scope", "limit",
-            "side_file", "commit", "rule", "duration_ms")  # fmt: skip
+    keys = (
+        "name",
+        "from_status",
+        "previous_pid",
+        "reason",
+        "message",
+        "scope",
+        "limit",
+        "side_file",
+        "commit",
+        "rule",
+        "duration_ms",
+    )
     return ", ".join(f"{k}={data[k]}" for k in keys if data.get(k) not in (None, "", [], 0))
 
 

@@ -12,11 +12,20 @@ from pliny.events import Event
 
 _BASE = {"v", "type", "ts", "seq", "session", "phase", "agent", "prev", "hash"}
 _STYLE = {
-    "llm_call": "cyan", "tool_call": "blue", "retry": "yellow", "error": "red",
-    "agent_failed": "red", "session_failed": "bold red", "budget_exceeded": "bold yellow",
-    "session_completed": "bold green", "crash_detected": "bold red", "warning": "yellow",
-    "log_repaired": "magenta", "rollback": "magenta", "checkpoint_created": "green",
-}  # fmt: skip
+    "llm_call": "cyan",
+    "tool_call": "blue",
+    "retry": "yellow",
+    "error": "red",
+    "agent_failed": "red",
+    "session_failed": "bold red",
+    "budget_exceeded": "bold yellow",
+    "session_completed": "bold green",
+    "crash_detected": "bold red",
+    "warning": "yellow",
+    "log_repaired": "magenta",
+    "rollback": "magenta",
+    "checkpoint_created": "green",
+}
 
 
 def _time(ts: str) -> str:
@@ -28,10 +37,16 @@ def _usd(cost: float | None) -> str:
 
 
 def _buckets(d: dict[str, Any]) -> str:
-    """" (cache read 500, reasoning 64)": the subsets, only those present."""
-    parts = [f"{label} {d[key]}" for key, label in (("cached_tokens", "cache read"),
-             ("cache_write_tokens", "cache write"), ("reasoning_tokens", "reasoning"))
-             if d.get(key)]  # fmt: skip
+    """ " (cache read 500, reasoning 64)": the subsets, only those present."""
+    parts = [
+        f"{label} {d[key]}"
+        for key, label in (
+            ("cached_tokens", "cache read"),
+            ("cache_write_tokens", "cache write"),
+            ("reasoning_tokens", "reasoning"),
+        )
+        if d.get(key)
+    ]
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -72,9 +87,13 @@ def events_table(events: list[Event], title: str) -> Table:
     table.add_column("detail", overflow="fold")
     for e in events:
         table.add_row(
-            str(e.seq), _time(e.ts), Text(e.type, style=_STYLE.get(e.type, "")),
-            e.phase or "", e.agent or "", describe(e),
-        )  # fmt: skip
+            str(e.seq),
+            _time(e.ts),
+            Text(e.type, style=_STYLE.get(e.type, "")),
+            e.phase or "",
+            e.agent or "",
+            describe(e),
+        )
     return table
 
 
@@ -100,8 +119,11 @@ def _secs(ms: float | None) -> str:
 
 
 def _calls(stats: Stats) -> str:
-    extra = [f"+{n} {what}" for n, what in ((stats.replayed_calls, "replayed"),
-                                             (stats.cache_hits, "cached")) if n]  # fmt: skip
+    extra = [
+        f"+{n} {what}"
+        for n, what in ((stats.replayed_calls, "replayed"), (stats.cache_hits, "cached"))
+        if n
+    ]
     return f"{stats.calls} ({', '.join(extra)})" if extra else str(stats.calls)
 
 
@@ -146,8 +168,9 @@ def summary_renderables(s: Summary) -> list[Any]:
     totals.add_row(*_stats_row(s.totals))
     out += [phases, agents, totals]
     if s.unpriced_models:
-        out.append(Text(f"unpriced models (cost unknown): {', '.join(s.unpriced_models)}",
-                        style="yellow"))  # fmt: skip
+        out.append(
+            Text(f"unpriced models (cost unknown): {', '.join(s.unpriced_models)}", style="yellow")
+        )
     if s.totals.estimated_calls:
         out.append(
             Text(f"~ {s.totals.estimated_calls} call(s) reported no usage: tokens estimated")

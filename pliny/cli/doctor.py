@@ -45,8 +45,9 @@ def _render(report) -> None:  # type: ignore[no-untyped-def]  # pliny.doctor.Rep
     table.add_column("detail", overflow="fold")
     table.add_column("fix", overflow="fold")
     for check in report.checks:
-        table.add_row(Text(check.name), _STYLE[check.status], Text(check.detail),
-                      Text(check.fix or ""))  # fmt: skip
+        table.add_row(
+            Text(check.name), _STYLE[check.status], Text(check.detail), Text(check.fix or "")
+        )
     console = Console()
     console.print(table)
     failed = sum(c.status == "fail" for c in report.checks)

@@ -24,7 +24,7 @@ def metrics(
         "--output",
         "-o",
         help="Write this file atomically (node_exporter's textfile collector), not stdout.",
-    ),  # fmt: skip
+    ),
     workspace: Path | None = WorkspaceOpt,
 ) -> None:
     """A session's metrics in Prometheus exposition format, rebuilt from its audit log."""
@@ -89,8 +89,13 @@ def list_(
         return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
     if json_out:
-        print_json([asdict(e) | {"created": iso(e.created), "expires": iso(e.expires),
-                                 "expired": e.expired()} for e in entries])  # fmt: skip
+        print_json(
+            [
+                asdict(e)
+                | {"created": iso(e.created), "expires": iso(e.expires), "expired": e.expired()}
+                for e in entries
+            ]
+        )
         return
     if not entries:
         typer.echo("the result cache is empty")

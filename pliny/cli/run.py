@@ -113,6 +113,7 @@ def _duration(flag: str, value: str | None) -> float | None:
 def run_session(workspace: Path, json_out: bool, **options: Any) -> int:
     """Prepare, run with the live view, print the summary; returns the exit code."""
     from pliny.lifecycle import runner
+
     opts = runner.RunOptions(workspace=workspace, **options)
     if opts.otlp:
         check_otlp(opts.otlp)
@@ -187,6 +188,7 @@ async def _main(opts: Any, prepared: tuple[Any, ...]) -> Any:
     import signal
 
     from pliny.lifecycle import runner
+
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:

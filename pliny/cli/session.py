@@ -60,8 +60,19 @@ def list_(
 
 
 # Kept longest first: a narrow terminal drops columns from the end of this list, never the id.
-KEEP = ["id", "status", "age", "phase", "cost", "tokens", "name", "framework", "checkpoint",
-        "task", ""]  # fmt: skip
+KEEP = [
+    "id",
+    "status",
+    "age",
+    "phase",
+    "cost",
+    "tokens",
+    "name",
+    "framework",
+    "checkpoint",
+    "task",
+    "",
+]
 
 
 def _rows(ws: Path, sessions: list, current: str | None, verbose: bool) -> list[dict[str, str]]:
@@ -69,14 +80,23 @@ def _rows(ws: Path, sessions: list, current: str | None, verbose: bool) -> list[
 
     rows = []
     for s in sessions:
-        row = {"": "*" if s.id == current else "", "id": s.id, "name": s.name,
-               "framework": s.framework or "-", "status": s.status, "phase": s.phase or "-",
-               "age": age(s.created)}  # fmt: skip
+        row = {
+            "": "*" if s.id == current else "",
+            "id": s.id,
+            "name": s.name,
+            "framework": s.framework or "-",
+            "status": s.status,
+            "phase": s.phase or "-",
+            "age": age(s.created),
+        }
         if verbose:
             figures = execution_summary(ws, s)
-            row |= {"task": s.task or "-", "tokens": f"{figures['tokens']:,}",
-                    "cost": cost_text(figures),
-                    "checkpoint": figures["checkpoint"] or "-"}  # fmt: skip
+            row |= {
+                "task": s.task or "-",
+                "tokens": f"{figures['tokens']:,}",
+                "cost": cost_text(figures),
+                "checkpoint": figures["checkpoint"] or "-",
+            }
         rows.append(row)
     return rows
 

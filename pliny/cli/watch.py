@@ -53,8 +53,15 @@ def watch(
 class _Target:
     """The session to watch: its id, audit log, framework and whether it runs now."""
 
-    def __init__(self, workspace: Path, sid: str, log: Path, framework: str | None,
-                 running: bool, status: str | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        workspace: Path,
+        sid: str,
+        log: Path,
+        framework: str | None,
+        running: bool,
+        status: str | None,
+    ) -> None:
         self.workspace, self.sid, self.log = workspace, sid, log
         self.framework, self.running, self.status = framework, running, status
 
@@ -77,8 +84,9 @@ class _Target:
                 raise
             return cls(workspace, sid, log, None, False, None)  # state removed, log kept
         log = log_path(workspace, audit_settings(workspace, state.id), state.id)  # sid: a prefix
-        return cls(workspace, state.id, log, state.framework, state.status == "in_progress",
-                   state.status)  # fmt: skip
+        return cls(
+            workspace, state.id, log, state.framework, state.status == "in_progress", state.status
+        )
 
     def alive(self) -> bool:
         """Whether the process that holds the session still exists (no lock taken)."""
@@ -164,8 +172,9 @@ class _View:
 
         from pliny.observe.progress import render
 
-        with Live(render(self.progress, self.title()), console=Console(),
-                  refresh_per_second=4) as live:  # fmt: skip
+        with Live(
+            render(self.progress, self.title()), console=Console(), refresh_per_second=4
+        ) as live:
             for event in self.events():
                 if event is not None:
                     self.fold(event)
@@ -182,8 +191,10 @@ class _View:
         from pliny.audit.log import read_events
 
         if not self.target.log.is_file():
-            typer.echo(f"session {self.target.sid} ({self.target.status}): not run yet, "
-                       "no audit log to show")  # fmt: skip
+            typer.echo(
+                f"session {self.target.sid} ({self.target.status}): not run yet, "
+                "no audit log to show"
+            )
             return
         for event in read_events(self.target.log):
             self.fold(event)
@@ -200,10 +211,14 @@ class _View:
         if self.crashed:
             p.status = "crashed"
             sid = self.target.sid
-            typer.echo(f"session {sid}: its process is gone without a final event (crashed); "
-                       f"`pliny session resume {sid}` continues it")  # fmt: skip
-        line = (f"session {self.target.sid} {p.status}: {p.calls} calls, {p.tokens:,} tokens, "
-                f"{p.usage.cost_text()}")  # fmt: skip
+            typer.echo(
+                f"session {sid}: its process is gone without a final event (crashed); "
+                f"`pliny session resume {sid}` continues it"
+            )
+        line = (
+            f"session {self.target.sid} {p.status}: {p.calls} calls, {p.tokens:,} tokens, "
+            f"{p.usage.cost_text()}"
+        )
         if p.last_error and p.status != "completed":
             line += f" · {p.last_error}"
         typer.echo(line)
@@ -274,10 +289,15 @@ def _event_line(event: Event, progress: Progress) -> str:
     where = "/".join(x for x in (event.phase, event.agent) if x) or "-"
     data = {
         "status": progress.status,
-        "phases": [{"name": name, "state": progress.phase_state.get(name, "waiting")
-                    .replace("waiting", "pending")} for name in progress.phases],
+        "phases": [
+            {
+                "name": name,
+                "state": progress.phase_state.get(name, "waiting").replace("waiting", "pending"),
+            }
+            for name in progress.phases
+        ],
         "totals": progress.usage.totals(),
-    }  # fmt: skip
+    }
     clock = event.ts[11:19] if len(event.ts) >= 19 else event.ts
     return f"{clock} {event.type:<18} {where:<32} | {to_line(data)}"
 

@@ -140,8 +140,10 @@ def _check_expansion(root: yaml.Node, file: str) -> None:
 
     expanded = size(root, 0)
     if expanded - len(sizes) > MAX_ALIAS_NODES:
-        raise ConfigError(f"{_mark(root, file)}: aliases expand to {expanded:,} nodes, "
-                          f"more than {MAX_ALIAS_NODES:,} allowed (YAML bomb?)")  # fmt: skip
+        raise ConfigError(
+            f"{_mark(root, file)}: aliases expand to {expanded:,} nodes, "
+            f"more than {MAX_ALIAS_NODES:,} allowed (YAML bomb?)"
+        )
 
 
 def load_file(path: Path) -> Sourced:

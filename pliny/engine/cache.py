@@ -57,8 +57,11 @@ def cache_key(agent_spec: dict[str, Any], rendered_messages: list[Any], model: s
     spec = {k: v for k, v in agent_spec.items() if k not in IGNORED_SPEC_FIELDS}
     canonical = json.dumps(
         {"v": KEY_VERSION, "agent": spec, "messages": rendered_messages, "model": model},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
-    )  # fmt: skip
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -85,17 +88,19 @@ class ResultCache:
         private_file(self.path)  # cached answers: owner only (-wal/-shm follow)
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                       check_same_thread=False)  # fmt: skip
+            self._db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             # A lost entry after power loss only costs a model call: skip per-put fsync.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise SystemFailure(
-                f"{self.path}: unusable result cache: {exc}", code="PLINY-CACHE-CORRUPT",
+                f"{self.path}: unusable result cache: {exc}",
+                code="PLINY-CACHE-CORRUPT",
                 hint="delete the file; it only holds reusable results",
-            ) from None  # fmt: skip
+            ) from None
 
     def get(self, key: str, now: float | None = None) -> dict[str, Any] | None:
         """The result stored under ``key`` if it has not expired, else None."""

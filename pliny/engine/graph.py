@@ -281,13 +281,17 @@ class Engine:
 def _timeout_error(agent: str, phase: str, which: str, limit: float | None) -> PlinyError:
     if which == "phase":
         return SystemFailure(
-            f"agent {agent} stopped: phase {phase} ran out of time", code="PLINY-TIMEOUT-PHASE",
-            recoverable=True, hint="raise the phase's timeout or execution.timeouts.phase; resume",
-        )  # fmt: skip
+            f"agent {agent} stopped: phase {phase} ran out of time",
+            code="PLINY-TIMEOUT-PHASE",
+            recoverable=True,
+            hint="raise the phase's timeout or execution.timeouts.phase; resume",
+        )
     return SystemFailure(
-        f"agent {agent} timed out after {limit:g}s", code="PLINY-TIMEOUT-AGENT", recoverable=True,
+        f"agent {agent} timed out after {limit:g}s",
+        code="PLINY-TIMEOUT-AGENT",
+        recoverable=True,
         hint="raise execution.timeouts.agent or the agent's timeout, then resume",
-    )  # fmt: skip
+    )
 
 
 def _goto(state: RunState) -> str:

@@ -87,8 +87,10 @@ class Workspace:
         if for_write and (target == root or target.is_dir()):
             raise ToolError(f"{path}: is a directory", code="PLINY-TOOL-BAD-PATH")
         if for_write and self.is_readonly(target):
-            raise ToolError(f"{path}: Pliny's configuration is read-only for agents",
-                            code="PLINY-TOOL-PROTECTED")  # fmt: skip
+            raise ToolError(
+                f"{path}: Pliny's configuration is read-only for agents",
+                code="PLINY-TOOL-PROTECTED",
+            )
         return target, rel
 
     def _guarded(self, entries: tuple[str | Path, ...]) -> list[tuple[str | Path, Path]]:
@@ -110,8 +112,10 @@ class Workspace:
 
     def is_readonly(self, target: Path) -> bool:
         key = _key(target)
-        return any(key == _key(file) or _same_file(target, file)
-                   for _, file in self._guarded(self.readonly))  # fmt: skip
+        return any(
+            key == _key(file) or _same_file(target, file)
+            for _, file in self._guarded(self.readonly)
+        )
 
     # -- the tools ---------------------------------------------------------
     def list_files(self, path: str = ".", pattern: str = "*") -> str:

@@ -65,10 +65,14 @@ def graph_data(fw: Framework, progress: Any = None) -> dict[str, Any]:
             entry["cycles"] = progress.cycles.get(phase.name, 0)
         phases.append(entry)
     edges = [
-        {"from": src, "to": dst, "when": _condition(r) if r else None,
-         "max_cycles": r.max_cycles if r else None}
+        {
+            "from": src,
+            "to": dst,
+            "when": _condition(r) if r else None,
+            "max_cycles": r.max_cycles if r else None,
+        }
         for src, dst, r in fw.edges()
-    ]  # fmt: skip
+    ]
     data: dict[str, Any] = {
         "framework": fw.name,
         "title": fw.title,
@@ -98,8 +102,7 @@ def to_text(data: dict[str, Any]) -> str:
     if "status" in data:
         t = data["totals"]
         lines.append(
-            f"status: {data['status']} · {t['calls']} calls · {t['tokens']:,} tokens · "
-            f"{_cost(t)}"
+            f"status: {data['status']} · {t['calls']} calls · {t['tokens']:,} tokens · {_cost(t)}"
         )
     label = data["phase_label"]
     for index, phase in enumerate(data["phases"], 1):

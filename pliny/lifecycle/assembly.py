@@ -47,8 +47,9 @@ def build_workspace(opts: RunOptions, settings: Settings, framework: str | None)
         readonly.append(Path(opts.config_path).resolve())
     if framework:
         readonly.append(fwmod.resolve(framework).resolve())
-    return Workspace(opts.workspace, protected=(".git", STATE_DIR, settings.audit.dir),
-                     readonly=tuple(readonly))  # fmt: skip
+    return Workspace(
+        opts.workspace, protected=(".git", STATE_DIR, settings.audit.dir), readonly=tuple(readonly)
+    )
 
 
 def attach_listeners(
@@ -63,9 +64,7 @@ def attach_listeners(
 
     mode = settings.execution.checkpoint
     if mode != "none":
-        listener = CheckpointListener.open(
-            opts.workspace, state.id, mode, bus, settings.audit.dir
-        )
+        listener = CheckpointListener.open(opts.workspace, state.id, mode, bus, settings.audit.dir)
         listener.prime(history)
         workspace.before_write.append(listener.store.capture_preimage)
         workspace.on_write.append(listener.record_write)

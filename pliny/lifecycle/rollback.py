@@ -128,8 +128,15 @@ async def rollback_session(workspace: Path, session_id: str | None, name: str, f
 
     log = open_log(workspace, audit_settings(workspace, state.id), state.id)
     try:
-        log(Rollback(session=state.id, name=name, commit=info.commit, files=list(result.files),
-                     forked=fork is not None))  # fmt: skip
+        log(
+            Rollback(
+                session=state.id,
+                name=name,
+                commit=info.commit,
+                files=list(result.files),
+                forked=fork is not None,
+            )
+        )
     finally:
         log.close()
     where = "the run continues from there" if fork else "run state unchanged (manual checkpoint)"

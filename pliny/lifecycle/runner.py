@@ -138,8 +138,15 @@ def prepare(opts: RunOptions) -> tuple[Settings, SessionStore, SessionState, fwm
         # Written whole, as a run in progress: if this process dies before the run
         # proper starts, the session shows `crashed` and `resume` can finish it.
         options = {sessionconfig.KEY: config_snapshot, "overrides": overrides}
-        state = store.create(opts.name or task[:60], opts.session_id, framework=name, task=task,
-                             status="in_progress", pid=os.getpid(), options=options)  # fmt: skip
+        state = store.create(
+            opts.name or task[:60],
+            opts.session_id,
+            framework=name,
+            task=task,
+            status="in_progress",
+            pid=os.getpid(),
+            options=options,
+        )
     state.framework, state.task = name, task
     state.options["overrides"] = overrides
     state.options[sessionconfig.KEY] = config_snapshot
@@ -278,8 +285,9 @@ async def _run_locked(
     from pliny import logs
 
     log_sink = logs.session_log(store.dir(state.id))
-    logger.info("run {} of session {} (pid {}, was {})", state.started_runs, state.id, os.getpid(),
-                previous)  # fmt: skip
+    logger.info(
+        "run {} of session {} (pid {}, was {})", state.started_runs, state.id, os.getpid(), previous
+    )
     bus = EventBus(session=state.id)
     audit_path = log_path(opts.workspace, settings.audit, state.id)
     hide_from_git(store.root)  # sessions created before this existed

@@ -58,8 +58,13 @@ class RollbackFold:
 
     def _point(self) -> _Point:
         p = self.progress
-        return _Point(copy.deepcopy(p.phases), copy.deepcopy(p.agents), dict(p.phase_state),
-                      dict(p.cycles), list(p.files))  # fmt: skip
+        return _Point(
+            copy.deepcopy(p.phases),
+            copy.deepcopy(p.agents),
+            dict(p.phase_state),
+            dict(p.cycles),
+            list(p.files),
+        )
 
     def _rollback(self, name: str) -> None:
         point = self.points.get(_point_key(name))
@@ -79,21 +84,26 @@ class RollbackFold:
     def _figures(self) -> dict[str, float]:
         """What the agents shown account for (their usage folds, pliny.usage's rule)."""
         views = [a.usage for a in self.progress.agents.values()]
-        return {"calls": sum(u.calls for u in views), "tokens": sum(u.tokens for u in views),
-                "cost_usd": sum(u.cost_usd for u in views)}  # fmt: skip
+        return {
+            "calls": sum(u.calls for u in views),
+            "tokens": sum(u.tokens for u in views),
+            "cost_usd": sum(u.cost_usd for u in views),
+        }
 
     def current(self) -> dict[str, Any]:
         """The current state's figures (what the agents shown account for)."""
         figures = self._figures()
-        return {"calls": int(figures["calls"]), "tokens": int(figures["tokens"]),
-                "cost_usd": round(figures["cost_usd"], 6),
-                "rolled_back_to": self.rolled_back_to}  # fmt: skip
+        return {
+            "calls": int(figures["calls"]),
+            "tokens": int(figures["tokens"]),
+            "cost_usd": round(figures["cost_usd"], 6),
+            "rolled_back_to": self.rolled_back_to,
+        }
 
     def spent(self) -> dict[str, Any]:
         """Spent in total, over every run: the session's whole usage, rollbacks included."""
         usage = self.progress.usage
-        return {"calls": usage.calls, "tokens": usage.tokens,
-                "cost_usd": round(usage.cost_usd, 6)}  # fmt: skip
+        return {"calls": usage.calls, "tokens": usage.tokens, "cost_usd": round(usage.cost_usd, 6)}
 
 
 def _point_key(name: str) -> str:

@@ -36,9 +36,14 @@ class Breach:
 
     def to_event(self, phase: str | None = None, agent: str | None = None) -> BudgetExceededEvent:
         return BudgetExceededEvent(
-            phase=phase, agent=agent, scope=self.scope, limit=self.limit,
-            limit_value=self.limit_value, used=self.used, estimate=self.estimate,
-        )  # fmt: skip
+            phase=phase,
+            agent=agent,
+            scope=self.scope,
+            limit=self.limit,
+            limit_value=self.limit_value,
+            used=self.used,
+            estimate=self.estimate,
+        )
 
     def message(self) -> str:
         fmt = _usd if self.limit == "max_cost_usd" else _tokens

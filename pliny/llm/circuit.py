@@ -62,8 +62,13 @@ class CircuitChange:
         if self.state is State.HALF_OPEN:
             return None
         kind = "circuit_opened" if self.state is State.OPEN else "circuit_closed"
-        return CircuitChanged(type=kind, endpoint=self.endpoint, failures=self.failures,
-                              reopen_in_s=self.reopen_in_s, **context)  # fmt: skip
+        return CircuitChanged(
+            type=kind,
+            endpoint=self.endpoint,
+            failures=self.failures,
+            reopen_in_s=self.reopen_in_s,
+            **context,
+        )
 
 
 def counts_as_failure(err: PlinyError) -> bool | None:
@@ -267,17 +272,24 @@ class CircuitBreakers:
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[CircuitChange], None] | None = None,
     ) -> CircuitBreakers:
-        return cls(settings.failure_threshold, settings.reset_timeout or 0.0,
-                   clock=clock, on_change=on_change)  # fmt: skip
+        return cls(
+            settings.failure_threshold,
+            settings.reset_timeout or 0.0,
+            clock=clock,
+            on_change=on_change,
+        )
 
     def get(self, url_or_host: str) -> CircuitBreaker:
         key = endpoint_key(url_or_host)
         with self._lock:
             if key not in self._breakers:
                 self._breakers[key] = CircuitBreaker(
-                    key, self.failure_threshold, self.reset_timeout_s,
-                    clock=self._clock, on_change=self._on_change,
-                )  # fmt: skip
+                    key,
+                    self.failure_threshold,
+                    self.reset_timeout_s,
+                    clock=self._clock,
+                    on_change=self._on_change,
+                )
             return self._breakers[key]
 
     def states(self) -> dict[str, State]:

@@ -223,19 +223,27 @@ def _openai(exc: BaseException) -> PlinyError | None:
         return bad_response(host, exc.message)
     if isinstance(exc, openai.APIStatusError):
         return from_status(
-            exc.status_code, _body_message(exc.body, exc.message), host,
-            code=exc.code, type_=exc.type, headers=exc.response.headers,
-        )  # fmt: skip
+            exc.status_code,
+            _body_message(exc.body, exc.message),
+            host,
+            code=exc.code,
+            type_=exc.type,
+            headers=exc.response.headers,
+        )
     if isinstance(exc, openai.LengthFinishReasonError):
-        return AIError("the answer was cut off by max_tokens", code=Code.AI_OUTPUT_LENGTH,
-                       hint="raise llm.max_tokens")  # fmt: skip
+        return AIError(
+            "the answer was cut off by max_tokens",
+            code=Code.AI_OUTPUT_LENGTH,
+            hint="raise llm.max_tokens",
+        )
     if isinstance(exc, openai.ContentFilterFinishReasonError):
         return AIError("the model's content filter refused the request", code=Code.AI_REFUSAL)
     if isinstance(exc, openai.APIError):  # an error event inside a stream
         if _is_context_length(exc.code, exc.type, exc.message):
             return _context_length(host, exc.message)
-        return NetworkError(f"{host} reported an error: {_short(exc.message)}",
-                            code=Code.NET_SERVER)  # fmt: skip
+        return NetworkError(
+            f"{host} reported an error: {_short(exc.message)}", code=Code.NET_SERVER
+        )
     return ConfigError(f"openai client: {_short(exc)}", code=Code.CONFIG_CLIENT)
 
 
@@ -269,8 +277,11 @@ def _connection_failure(exc: BaseException, host: str) -> NetworkError:
             detail = f": {reason}" if reason else ""
             return NetworkError(_NET_PHRASES[inner.code].format(host) + detail, code=inner.code)
         cause, depth = cause.__cause__ or cause.__context__, depth + 1
-    return NetworkError(f"cannot connect to {host}", code=Code.NET_CONNECT,
-                        hint="is the endpoint running? check llm.base_url")  # fmt: skip
+    return NetworkError(
+        f"cannot connect to {host}",
+        code=Code.NET_CONNECT,
+        hint="is the endpoint running? check llm.base_url",
+    )
 
 
 def _body_message(body: object, fallback: str) -> str:
@@ -295,8 +306,9 @@ def _context_length(where: str, message: str) -> AIError:
 
 def bad_response(host: str, detail: object) -> NetworkError:
     """For callers that detect a malformed answer themselves (e.g. a non-JSON 200 body)."""
-    return NetworkError(f"malformed response from {host}: {_short(detail)}",
-                        code=Code.NET_BAD_RESPONSE)  # fmt: skip
+    return NetworkError(
+        f"malformed response from {host}: {_short(detail)}", code=Code.NET_BAD_RESPONSE
+    )
 
 
 def from_status(
@@ -318,8 +330,9 @@ def from_status(
         return ConfigError(text, code=Code.CONFIG_QUOTA, hint="the account is out of quota")
     retry_after = parse_retry_after(headers)
     if status == 429:
-        return NetworkError(f"rate limited: {text}", code=Code.NET_RATE_LIMIT,
-                            retry_after=retry_after)  # fmt: skip
+        return NetworkError(
+            f"rate limited: {text}", code=Code.NET_RATE_LIMIT, retry_after=retry_after
+        )
     if status >= 500:
         return NetworkError(f"server error: {text}", code=Code.NET_SERVER, retry_after=retry_after)
     if status == 408:
@@ -377,14 +390,17 @@ def _git(exc: BaseException) -> PlinyError | None:
     if not isinstance(exc, git.exc.GitError):
         return None
     if isinstance(exc, git.exc.GitCommandNotFound):
-        return SystemFailure(f"git not found: {_short(exc)}", code=Code.SYS_GIT_MISSING,
-                             hint="install git")  # fmt: skip
+        return SystemFailure(
+            f"git not found: {_short(exc)}", code=Code.SYS_GIT_MISSING, hint="install git"
+        )
     detail = getattr(exc, "stderr", "") or str(exc)
     if "index.lock" in detail or ".lock': File exists" in detail:
-        return SystemFailure(f"git repository is locked: {_short(detail)}",
-                             code=Code.SYS_GIT_LOCKED, recoverable=True)  # fmt: skip
-    return SystemFailure(f"git failed ({type(exc).__name__}): {_short(detail)}",
-                         code=Code.SYS_GIT)  # fmt: skip
+        return SystemFailure(
+            f"git repository is locked: {_short(detail)}",
+            code=Code.SYS_GIT_LOCKED,
+            recoverable=True,
+        )
+    return SystemFailure(f"git failed ({type(exc).__name__}): {_short(detail)}", code=Code.SYS_GIT)
 
 
 def _validation(exc: BaseException) -> PlinyError | None:
@@ -401,8 +417,9 @@ def _validation(exc: BaseException) -> PlinyError | None:
     jsonschema = sys.modules.get("jsonschema")
     if jsonschema is not None and isinstance(exc, jsonschema.ValidationError):
         where = ".".join(map(str, exc.absolute_path)) or "(root)"
-        return ValidationFailure(f"output does not match the schema: {where}: {exc.message}",
-                                 code=Code.VALIDATION_SCHEMA)  # fmt: skip
+        return ValidationFailure(
+            f"output does not match the schema: {where}: {exc.message}", code=Code.VALIDATION_SCHEMA
+        )
     return None
 
 
@@ -458,5 +475,12 @@ def _memory(exc: BaseException) -> PlinyError | None:
 
 # Order matters: git's NoSuchPathError is an OSError; TimeoutError is an OSError.
 _HANDLERS: tuple[Callable[[BaseException], PlinyError | None], ...] = (
-    _cancelled, _openai, _transport, _git, _validation, _json, _os, _memory,
-)  # fmt: skip
+    _cancelled,
+    _openai,
+    _transport,
+    _git,
+    _validation,
+    _json,
+    _os,
+    _memory,
+)

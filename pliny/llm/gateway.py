@@ -194,9 +194,15 @@ class LLMGateway:
 
         def progress(tokens_so_far: int) -> None:
             elapsed = (time.perf_counter() - started) * 1000
-            self.bus.emit(LLMProgress(phase=ctx.phase, agent=ctx.agent, model=model,
-                                      completion_tokens=tokens_so_far,
-                                      elapsed_ms=round(elapsed, 1)))  # fmt: skip
+            self.bus.emit(
+                LLMProgress(
+                    phase=ctx.phase,
+                    agent=ctx.agent,
+                    model=model,
+                    completion_tokens=tokens_so_far,
+                    elapsed_ms=round(elapsed, 1),
+                )
+            )
 
         try:
             data = await stream.read(chunks, self.host, progress)
@@ -212,9 +218,7 @@ class LLMGateway:
         if self._json_mode_only:
             request = structured.json_mode(request)
         try:
-            return await self.client.chat.completions.create(
-                **{**request, "model": model}, **extra
-            )
+            return await self.client.chat.completions.create(**{**request, "model": model}, **extra)
         except Exception as exc:
             if not structured.rejects_json_schema(exc, request):
                 raise
@@ -334,8 +338,15 @@ class LLMGateway:
                     _check_answer(data, request)
                 except AIError as exc:  # the tokens were paid: record them, then retry
                     latency = (time.perf_counter() - started) * 1000
-                    self._emit_call(ctx, request, data, rhash, latency_ms=latency,
-                                    attempt=number, rejected=exc.code)  # fmt: skip
+                    self._emit_call(
+                        ctx,
+                        request,
+                        data,
+                        rhash,
+                        latency_ms=latency,
+                        attempt=number,
+                        rejected=exc.code,
+                    )
                     raise
             except BaseException as exc:  # a cancelled trial must release the half-open slot
                 err = classify(exc)
@@ -348,21 +359,37 @@ class LLMGateway:
                 breaker.record_success()
             if self.limiter is not None:
                 used = data["usage"] or {}
-                self.limiter.success(ticket, estimate, used.get("prompt_tokens", 0)
-                                     + used.get("completion_tokens", 0))  # fmt: skip
+                self.limiter.success(
+                    ticket,
+                    estimate,
+                    used.get("prompt_tokens", 0) + used.get("completion_tokens", 0),
+                )
             return data
 
         def on_retry(info: RetryInfo) -> None:
             logger.debug(
                 "{}/{} attempt {} failed ({}), retry in {:.0f} ms: {}",
-                ctx.phase, ctx.agent, info.attempt, info.code, info.delay_ms, info.message,
-            )  # fmt: skip
+                ctx.phase,
+                ctx.agent,
+                info.attempt,
+                info.code,
+                info.delay_ms,
+                info.message,
+            )
             self.bus.emit(info.as_event(phase=ctx.phase, agent=ctx.agent))
             failed = chain.current
             if chain.advance(info.error):  # AI errors: the next model, not the same request
                 message = f"{failed}: {info.message}; switching to {chain.current}"
-                self.bus.emit(Error(phase=ctx.phase, agent=ctx.agent, category=info.category,
-                                    code=info.code, message=message, recoverable=True))  # fmt: skip
+                self.bus.emit(
+                    Error(
+                        phase=ctx.phase,
+                        agent=ctx.agent,
+                        category=info.category,
+                        code=info.code,
+                        message=message,
+                        recoverable=True,
+                    )
+                )
 
         strategies = strategies_for_chain(self.settings.error_handling.by_category(), chain)
         try:
@@ -386,8 +413,16 @@ class LLMGateway:
         rejected: str | None = None,
     ) -> None:
         self.bus.emit(
-            self._call_event(ctx, request, data, rhash, latency_ms=latency_ms, attempt=attempt,
-                             replayed=replayed, rejected=rejected)  # fmt: skip
+            self._call_event(
+                ctx,
+                request,
+                data,
+                rhash,
+                latency_ms=latency_ms,
+                attempt=attempt,
+                replayed=replayed,
+                rejected=rejected,
+            )
         )
 
     def _call_event(
@@ -453,9 +488,13 @@ class LLMGateway:
             return 0.0, self.pricing.hash, None
         when = datetime.fromisoformat(ts)
         quote = self.pricing.quote(
-            model, usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"], when,
+            model,
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+            usage["cached_tokens"],
+            when,
             cache_write_tokens=usage.get("cache_write_tokens", 0),
-        )  # fmt: skip
+        )
         if quote is None and self.pricing.warn_once(model):
             from pliny.events import Warning_
 

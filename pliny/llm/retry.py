@@ -79,8 +79,14 @@ class RetryInfo:
     error: PlinyError | None = field(default=None, compare=False, repr=False)
 
     def as_event(self, **context: Any) -> Retry:
-        return Retry(category=self.category, code=self.code, attempt=self.attempt,
-                     delay_ms=self.delay_ms, message=self.message, **context)  # fmt: skip
+        return Retry(
+            category=self.category,
+            code=self.code,
+            attempt=self.attempt,
+            delay_ms=self.delay_ms,
+            message=self.message,
+            **context,
+        )
 
 
 def compute_delay_ms(
@@ -204,11 +210,17 @@ async def call_with_retry(
     def before_sleep(state: RetryCallState) -> None:
         err = _error(state)
         if on_retry is not None:
-            on_retry(RetryInfo(
-                category=str(err.category), code=str(err.code), attempt=state.attempt_number,
-                delay_ms=round(state.upcoming_sleep * 1000, 3), message=err.message,
-                retry_after=err.retry_after, error=err,
-            ))  # fmt: skip
+            on_retry(
+                RetryInfo(
+                    category=str(err.category),
+                    code=str(err.code),
+                    attempt=state.attempt_number,
+                    delay_ms=round(state.upcoming_sleep * 1000, 3),
+                    message=err.message,
+                    retry_after=err.retry_after,
+                    error=err,
+                )
+            )
 
     retrying = AsyncRetrying(
         sleep=sleep,

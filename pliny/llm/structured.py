@@ -20,13 +20,29 @@ NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]")  # OpenAI: ^[a-zA-Z0-9_-]{1,64}$
 # Keywords OpenAI strict mode rejects (its supported subset, 2025).
 NOT_STRICT = frozenset(
     {
-        "allOf", "oneOf", "not", "if", "then", "else", "dependentRequired",
-        "dependentSchemas", "patternProperties", "unevaluatedProperties",
-        "unevaluatedItems", "propertyNames", "minProperties", "maxProperties",
-        "minLength", "maxLength", "uniqueItems", "contains", "minContains",
-        "maxContains", "prefixItems",
+        "allOf",
+        "oneOf",
+        "not",
+        "if",
+        "then",
+        "else",
+        "dependentRequired",
+        "dependentSchemas",
+        "patternProperties",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "uniqueItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "prefixItems",
     }
-)  # fmt: skip
+)
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
 JSON_OBJECT: dict[str, Any] = {"type": "json_object"}
 

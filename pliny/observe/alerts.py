@@ -58,12 +58,23 @@ from pliny.events import Alert, Event, Warning_
 from pliny.logs import logger
 from pliny.usage import Usage
 
-METRICS = ("cost_usd", "tokens", "llm_calls", "errors", "retries", "error_rate",
-           "agent_failures", "phase_duration_s")  # fmt: skip
+METRICS = (
+    "cost_usd",
+    "tokens",
+    "llm_calls",
+    "errors",
+    "retries",
+    "error_rate",
+    "agent_failures",
+    "phase_duration_s",
+)
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    "gt": operator.gt, "lt": operator.lt, "gte": operator.ge, "lte": operator.le,
+    "gt": operator.gt,
+    "lt": operator.lt,
+    "gte": operator.ge,
+    "lte": operator.le,
     "eq": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12),
-}  # fmt: skip
+}
 SYMBOLS = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<=", "eq": "=="}
 ALLOW_ENV = "PLINY_ALLOW_ALERT_COMMANDS"
 RunCommand = Callable[[list[str], dict[str, str]], subprocess.Popen[bytes] | None]
@@ -78,8 +89,9 @@ def validate_rules(rules: Sequence[AlertRule]) -> None:
     for index, rule in enumerate(rules):
         where = f"alerts[{index}] ({rule_name(rule)})"
         if rule.metric not in METRICS:
-            raise ConfigError(f"{where}: unknown metric {rule.metric!r} "
-                              f"(one of: {', '.join(METRICS)})")  # fmt: skip
+            raise ConfigError(
+                f"{where}: unknown metric {rule.metric!r} (one of: {', '.join(METRICS)})"
+            )
         if rule.command is not None:
             try:
                 argv = shlex.split(rule.command)
@@ -100,17 +112,25 @@ def without_commands(rules: Sequence[AlertRule]) -> tuple[list[AlertRule], str |
     dropped = [rule_name(rule) for rule in rules if rule.command]
     if not dropped:
         return list(rules), None
-    message = (f"{WORKSPACE_CONFIG}: not running the command of alert {', '.join(dropped)}: "
-               f"commands from the workspace config need --allow-alert-commands "
-               f"or {ALLOW_ENV}=1")  # fmt: skip
+    message = (
+        f"{WORKSPACE_CONFIG}: not running the command of alert {', '.join(dropped)}: "
+        f"commands from the workspace config need --allow-alert-commands "
+        f"or {ALLOW_ENV}=1"
+    )
     logger.warning(message)
     return [rule.model_copy(update={"command": None}) for rule in rules], message
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start the command without waiting (shell=False); its output is discarded."""
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 @dataclass
@@ -252,18 +272,33 @@ class AlertMonitor:
         rule = state.rule
         held = f" for {rule.duration:g}s" if rule.duration else ""
         about = f" (phase {phase})" if phase else ""
-        message = (f"alert {state.name}: {rule.metric}{about} is {value:g}, "
-                   f"{SYMBOLS[rule.operator]} {rule.threshold:g}{held}")  # fmt: skip
+        message = (
+            f"alert {state.name}: {rule.metric}{about} is {value:g}, "
+            f"{SYMBOLS[rule.operator]} {rule.threshold:g}{held}"
+        )
         logger.warning(message)
-        self.emit(Alert(phase=phase, rule=state.name, metric=rule.metric, value=value,
-                        threshold=rule.threshold, message=message))  # fmt: skip
+        self.emit(
+            Alert(
+                phase=phase,
+                rule=state.name,
+                metric=rule.metric,
+                value=value,
+                threshold=rule.threshold,
+                message=message,
+            )
+        )
         if rule.command:
             self._run(state, value)
 
     def _run(self, state: _RuleState, value: float) -> None:
-        env = {**os.environ, "PLINY_ALERT_RULE": state.name, "PLINY_ALERT_VALUE": f"{value:g}",
-               "PLINY_ALERT_SESSION": self.session or "", "PLINY_ALERT_METRIC": state.rule.metric,
-               "PLINY_ALERT_THRESHOLD": f"{state.rule.threshold:g}"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PLINY_ALERT_RULE": state.name,
+            "PLINY_ALERT_VALUE": f"{value:g}",
+            "PLINY_ALERT_SESSION": self.session or "",
+            "PLINY_ALERT_METRIC": state.rule.metric,
+            "PLINY_ALERT_THRESHOLD": f"{state.rule.threshold:g}",
+        }
         argv = shlex.split(state.rule.command or "")
         try:
             child = self.run_command(argv, env)

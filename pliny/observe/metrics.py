@@ -29,10 +29,14 @@ from pliny.usage import call_kind
 
 STATUSES = ["in_progress", "completed", "failed", "cancelled", "paused", "crashed"]
 _STATUS_OF = {
-    "session_started": "in_progress", "session_resumed": "in_progress",
-    "crash_detected": "crashed", "session_completed": "completed", "session_failed": "failed",
-    "session_cancelled": "cancelled", "session_paused": "paused",
-}  # fmt: skip
+    "session_started": "in_progress",
+    "session_resumed": "in_progress",
+    "crash_detected": "crashed",
+    "session_completed": "completed",
+    "session_failed": "failed",
+    "session_cancelled": "cancelled",
+    "session_paused": "paused",
+}
 _ENDS = frozenset({"session_completed", "session_failed", "session_cancelled", "session_paused"})
 # LLM calls take seconds; agents take seconds to many minutes.
 CALL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, float("inf"))
@@ -57,32 +61,59 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         reg = self.registry
-        self.llm_calls = Counter("pliny_llm_calls", "LLM calls (replayed: answered from the "
-                                 "resume journal or result cache, not sent)",
-                                 ["model", "phase", "agent", "replayed"], registry=reg)  # fmt: skip
-        self.tokens = Counter("pliny_tokens", "Tokens of calls sent (cached: part of prompt)",
-                              ["kind", "model"], registry=reg)  # fmt: skip
-        self.cost = Counter("pliny_cost_usd", "Cost of priced calls in USD", ["model"],
-                            registry=reg)  # fmt: skip
-        self.errors = Counter("pliny_errors", "Errors (error and agent_failed events)",
-                              ["category"], registry=reg)  # fmt: skip
+        self.llm_calls = Counter(
+            "pliny_llm_calls",
+            "LLM calls (replayed: answered from the resume journal or result cache, not sent)",
+            ["model", "phase", "agent", "replayed"],
+            registry=reg,
+        )
+        self.tokens = Counter(
+            "pliny_tokens",
+            "Tokens of calls sent (cached: part of prompt)",
+            ["kind", "model"],
+            registry=reg,
+        )
+        self.cost = Counter(
+            "pliny_cost_usd", "Cost of priced calls in USD", ["model"], registry=reg
+        )
+        self.errors = Counter(
+            "pliny_errors", "Errors (error and agent_failed events)", ["category"], registry=reg
+        )
         self.retries = Counter("pliny_retries", "Retried attempts", ["category"], registry=reg)
-        self.unpriced = Counter("pliny_unpriced_calls", "Calls whose model has no price",
-                                registry=reg)  # fmt: skip
-        self.cache_hits = Counter("pliny_cache_hits", "Calls answered from the result cache",
-                                  ["agent"], registry=reg)  # fmt: skip
-        self.agent_failures = Counter("pliny_agent_failures", "Agents that gave up",
-                                      ["phase", "category"], registry=reg)  # fmt: skip
-        self.call_duration = Histogram("pliny_llm_call_duration_seconds", "LLM call latency",
-                                       ["model"], buckets=CALL_BUCKETS, registry=reg)  # fmt: skip
-        self.agent_duration = Histogram("pliny_agent_duration_seconds", "Agent run time "
-                                        "(completed agents, reused results excluded)", ["phase"],
-                                        buckets=AGENT_BUCKETS, registry=reg)  # fmt: skip
+        self.unpriced = Counter(
+            "pliny_unpriced_calls", "Calls whose model has no price", registry=reg
+        )
+        self.cache_hits = Counter(
+            "pliny_cache_hits", "Calls answered from the result cache", ["agent"], registry=reg
+        )
+        self.agent_failures = Counter(
+            "pliny_agent_failures", "Agents that gave up", ["phase", "category"], registry=reg
+        )
+        self.call_duration = Histogram(
+            "pliny_llm_call_duration_seconds",
+            "LLM call latency",
+            ["model"],
+            buckets=CALL_BUCKETS,
+            registry=reg,
+        )
+        self.agent_duration = Histogram(
+            "pliny_agent_duration_seconds",
+            "Agent run time (completed agents, reused results excluded)",
+            ["phase"],
+            buckets=AGENT_BUCKETS,
+            registry=reg,
+        )
         self.in_flight = Gauge("pliny_agents_in_flight", "Agents running now", registry=reg)
-        self.session_info = Info("pliny_session", "The session these metrics describe",
-                                 registry=reg)  # fmt: skip
-        self.status = Enum("pliny_session_status", "The session's status", ["session"],
-                           states=STATUSES, registry=reg)  # fmt: skip
+        self.session_info = Info(
+            "pliny_session", "The session these metrics describe", registry=reg
+        )
+        self.status = Enum(
+            "pliny_session_status",
+            "The session's status",
+            ["session"],
+            states=STATUSES,
+            registry=reg,
+        )
         self._running: set[tuple[str | None, str | None]] = set()
         self._info: dict[str, str] = {}
         self._lock = threading.Lock()  # the in-flight set; prometheus metrics lock themselves
@@ -132,8 +163,12 @@ class Metrics:
     def _on_llm_call(self, event: Event) -> None:
         model = _field(event, "model", "") or "unknown"
         kind = call_kind(event)  # the rule of pliny.usage: only paid calls add amounts
-        self.llm_calls.labels(model=model, phase=event.phase or "", agent=event.agent or "",
-                              replayed=str(kind != "paid").lower()).inc()  # fmt: skip
+        self.llm_calls.labels(
+            model=model,
+            phase=event.phase or "",
+            agent=event.agent or "",
+            replayed=str(kind != "paid").lower(),
+        ).inc()
         if kind == "cache_hit":
             self.cache_hits.labels(agent=event.agent or "").inc()
         if kind != "paid":

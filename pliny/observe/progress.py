@@ -230,8 +230,11 @@ class Progress:
 def run_line(progress: Progress) -> str:
     """What this run sent next to the session's totals (the final line of execute/resume)."""
     run, total = progress.run, progress.usage
-    extra = [f"+{n} {what}" for n, what in ((run.replayed_calls, "replayed"),
-                                             (run.cache_hits, "cached")) if n]  # fmt: skip
+    extra = [
+        f"+{n} {what}"
+        for n, what in ((run.replayed_calls, "replayed"), (run.cache_hits, "cached"))
+        if n
+    ]
     return (
         f"this run: {_plural(run.calls, 'call')} sent"
         + (f" ({', '.join(extra)})" if extra else "")
