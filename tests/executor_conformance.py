@@ -167,7 +167,12 @@ def test_failure_policy_fail_fails_the_session_and_resume_finishes(
     rule = fake_server.fail(400, system="worker 3")
     outcome, _ = run(tmp_path, fake_server, executor_name, fw)
     assert outcome.status == "failed" and outcome.exit_code == 1
-    paid = {r.system for r in fake_server.requests if r.outcome == "reply"}
+    # The invariant: an answer *recorded* as paid (its llm_call in the audit log) is never
+    # paid again. A sibling cancelled by the failure before its answer was recorded may be.
+    logged = audit_ok(tmp_path, outcome.session.id)
+    recorded = {e.agent for e in logged if e.type == "llm_call" and not e.replayed}
+    paid = {f"worker {agent[1:]}" for agent in recorded if agent and agent.startswith("w")}
+    assert paid, "the agents that answered before the failure recorded nothing"
     rule.times = rule.hits  # the fault is gone
     before = len(fake_server.requests)
     opts = RunOptions(
