@@ -94,13 +94,15 @@ def test_fail_policy_fails_the_session_and_resumes(tmp_path: Path, fake_server: 
     assert "beta" in str(out.error) and "config" in str(out.error)
     (failed,) = first.typed("agent_failed")
     assert (failed.agent, failed.skipped) == ("beta", False)
+    recorded = {e.agent for e in first.typed("llm_call") if not e.replayed}
     fake_server.reset()
     second = run(tmp_path, fake_server, session=out.session.id)
     assert second.outcome.status == "completed", second.outcome.error
-    # alpha and gamma finished before the failure: only beta and the next phase go out
-    assert sorted(r.system for r in fake_server.requests) == sorted(
-        [COMBINER, "You are agent beta"]
-    )
+    # Only beta, the next phase, and a sibling the failure cancelled before its answer was
+    # recorded go out; an answer recorded as paid is replayed, never paid again.
+    sent = sorted(r.system for r in fake_server.requests)
+    assert {COMBINER, "You are agent beta"} <= set(sent) and len(sent) == len(set(sent))
+    assert not {f"You are agent {a}" for a in recorded} & set(sent), (recorded, sent)
 
 
 def test_min_successful_agents_fails_the_phase(tmp_path: Path, fake_server: FakeServer) -> None:
