@@ -247,7 +247,11 @@ class LLMGateway:
         ctx.seen[rhash] += 1
         key = (ctx.agent, ctx.cycle, rhash, ctx.seen[rhash])
         if self.journal and (recorded := self.journal.get(*key)):
-            self._emit_call(ctx, request, recorded, rhash, latency_ms=0, attempt=0, replayed=True)
+            self.bus.emit(
+                self._call_event(
+                    ctx, request, recorded, rhash, latency_ms=0, attempt=0, replayed=True
+                )
+            )
             return self._reply(recorded, replayed=True)
         if self.budget is not None and self._budgeted:
             self._check_budget(ctx, request)
@@ -338,14 +342,16 @@ class LLMGateway:
                     _check_answer(data, request)
                 except AIError as exc:  # the tokens were paid: record them, then retry
                     latency = (time.perf_counter() - started) * 1000
-                    self._emit_call(
-                        ctx,
-                        request,
-                        data,
-                        rhash,
-                        latency_ms=latency,
-                        attempt=number,
-                        rejected=exc.code,
+                    self.bus.emit(
+                        self._call_event(
+                            ctx,
+                            request,
+                            data,
+                            rhash,
+                            latency_ms=latency,
+                            attempt=number,
+                            rejected=exc.code,
+                        )
                     )
                     raise
             except BaseException as exc:  # a cancelled trial must release the half-open slot
@@ -399,31 +405,6 @@ class LLMGateway:
             url = self.endpoint.base_url or "https://api.openai.com/v1"
             raise gave_up(err, url, breaker) from err
         return data, attempts, (time.perf_counter() - started) * 1000
-
-    def _emit_call(
-        self,
-        ctx: CallContext,
-        request: dict[str, Any],
-        data: dict[str, Any],
-        rhash: str,
-        *,
-        latency_ms: float,
-        attempt: int,
-        replayed: bool = False,
-        rejected: str | None = None,
-    ) -> None:
-        self.bus.emit(
-            self._call_event(
-                ctx,
-                request,
-                data,
-                rhash,
-                latency_ms=latency_ms,
-                attempt=attempt,
-                replayed=replayed,
-                rejected=rejected,
-            )
-        )
 
     def _call_event(
         self,
